@@ -1,0 +1,116 @@
+"""Command-line interface: ``python -m fer_utils <command>`` (or ``fer-report <command>``).
+
+Expected problems (bad data, a run folder that is taken, a failed notebook) print one
+``error:`` line and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from fer_utils import CLASSES, DataError
+
+EXPECTED_ERRORS = (DataError, FileExistsError, FileNotFoundError)
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from fer_utils.pipeline import PipelineError  # noqa: PLC0415 (keeps --help fast)
+    try:
+        return args.handler(args) or 0
+    except (*EXPECTED_ERRORS, PipelineError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fer_utils",
+                                     description="fer-report: facial emotion recognition on FER2013.")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(name, handler, help_text):
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    def data_options(sub, required=True):
+        sub.add_argument("--data", required=required, help="FER2013 folder, .zip or fer2013.csv")
+        sub.add_argument("--skip-bad", action="store_true", help="skip (and list) unreadable or invalid images")
+        sub.add_argument("--resize", action="store_true", help="scale images that are not 48x48")
+
+    sub = command("summary", cmd_summary, "Images per usage and class, blank and duplicate counts.")
+    data_options(sub)
+    sub.add_argument("--json", action="store_true", help="print one JSON object")
+
+    sub = command("pipeline", cmd_pipeline, "Run every notebook in order with papermill into a run folder.")
+    sub.add_argument("--data", help="FER2013 folder, .zip or .csv (default: generate synthetic data)")
+    sub.add_argument("--out", help="run folder (default: reports/<data name>-<profile>)")
+    sub.add_argument("--profile", default="smoke", choices=("smoke", "demo", "full"))
+    sub.add_argument("--force", action="store_true", help="replace this data's earlier run in --out")
+
+    sub = command("synthetic", cmd_synthetic, "Write a synthetic FER-like dataset (folder or .zip).")
+    sub.add_argument("out", help="folder or .zip path to create")
+    sub.add_argument("--train", type=int, default=1200, help="Training images")
+    sub.add_argument("--public", type=int, default=300, help="PublicTest images")
+    sub.add_argument("--private", type=int, default=300, help="PrivateTest images")
+    sub.add_argument("--seed", type=int, default=0)
+
+    sub = command("train", cmd_train, "Train a model on a data source into a run folder.")
+    data_options(sub)
+    from fer_utils.train_cli import add_train_options  # noqa: PLC0415
+    add_train_options(sub)
+    return parser
+
+
+def cmd_summary(args) -> None:
+    from fer_utils.data import load_dataset  # noqa: PLC0415
+    from fer_utils.quality import blank_counts, duplicate_summary  # noqa: PLC0415
+    dataset = load_dataset(args.data, skip_bad=args.skip_bad, resize=args.resize)
+    counts = dataset.counts()
+    summary = {
+        "source": dataset.source, "sha256": dataset.source_hash, "synthetic": dataset.synthetic,
+        "usages": {u: {c: int(counts.loc[u, c]) for c in CLASSES} for u in counts.index},
+        "blank": blank_counts(dataset), "duplicates": duplicate_summary(dataset),
+        "skipped": [{"item": name, "problem": problem} for name, problem in dataset.skipped],
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return
+    print(f"{dataset.source} ({'SYNTHETIC data' if dataset.synthetic else 'sha256 ' + dataset.source_hash[:16]})")
+    print(counts.to_string())
+    print("blank images:", ", ".join(f"{u} {n}" for u, n in summary["blank"].items()))
+    dup = summary["duplicates"]
+    print(f"exact duplicates: {dup['images']} images in {dup['groups']} groups; within "
+          + ", ".join(f"{u} {n}" for u, n in dup["within"].items())
+          + "".join(f"; across {pair} {n}" for pair, n in dup["across"].items()))
+    if dataset.skipped:
+        print(f"skipped {len(dataset.skipped)} bad item(s):")
+        for name, problem in dataset.skipped:
+            print(f"  {problem}")
+
+
+def cmd_pipeline(args) -> None:
+    from fer_utils.pipeline import run_pipeline  # noqa: PLC0415
+    run_dir = run_pipeline(args.data, args.out, profile=args.profile, force=args.force)
+    print(f"run folder: {run_dir}")
+
+
+def cmd_synthetic(args) -> None:
+    from fer_utils.synthetic import generate  # noqa: PLC0415
+    out = generate(args.out, n_train=args.train, n_public=args.public, n_private=args.private, seed=args.seed)
+    print(f"wrote synthetic data to {out}")
+
+
+def cmd_train(args) -> None:
+    from fer_utils.train_cli import run_training  # noqa: PLC0415
+    run_training(args)

@@ -1,0 +1,30 @@
+"""Small helpers shared by the notebooks' first cells."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fer_utils.data import Dataset
+
+
+def setup() -> None:
+    """Quiet TensorFlow's C++ logs and set one figure style for every notebook."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+    plt.rcParams.update({"figure.dpi": 80, "axes.grid": False, "font.size": 9})
+
+
+def resolve_data(data, seed: int = 0) -> Path:
+    """``data`` as a Path, or (when None) the cached synthetic smoke dataset."""
+    if data:
+        return Path(data)
+    from fer_utils.synthetic import default_dataset  # noqa: PLC0415
+    return default_dataset(seed=seed)
+
+
+def describe(dataset: Dataset) -> str:
+    """One line naming the data, loudly marked when it is synthetic."""
+    kind = "SYNTHETIC data (procedurally drawn faces, not FER2013)" if dataset.synthetic else "FER2013"
+    return (f"Data: {Path(dataset.source).name}, {kind}; {len(dataset)} images; "
+            f"usages: {', '.join(dataset.present_usages())}; sha256 {dataset.source_hash[:12]}")

@@ -1,0 +1,130 @@
+"""Figures of the report. Each function returns a Matplotlib figure with axis labels and a
+title; :func:`save_fig` writes it as PNG and PDF into the run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from fer_utils import CLASSES
+
+FIGURE_DPI = 150
+
+
+def save_fig(fig, name: str, run_dir, *, synthetic: bool) -> Path:
+    """Write ``fig`` as ``figures/<name>.png`` and ``.pdf`` under ``run_dir``.
+
+    Figures made from synthetic data get "(synthetic data)" in their title.
+    """
+    if synthetic:
+        title = fig._suptitle.get_text() if fig._suptitle else ""
+        fig.suptitle(f"{title} (synthetic data)".strip(), fontweight="bold")
+    folder = Path(run_dir) / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    for suffix in ("png", "pdf"):
+        fig.savefig(folder / f"{name}.{suffix}", dpi=FIGURE_DPI, bbox_inches="tight",
+                    metadata={"CreationDate": None} if suffix == "pdf" else None)
+    return folder / f"{name}.png"
+
+
+def class_counts(counts: pd.DataFrame):
+    """Grouped bar chart of images per class (x) and usage (colour)."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    long = counts[list(CLASSES)].reset_index().melt(id_vars="usage", var_name="class", value_name="images")
+    sns.barplot(long, x="class", y="images", hue="usage", ax=ax)
+    ax.set(xlabel="class", ylabel="images", title="Images per class and usage")
+    return fig
+
+
+def image_grid(images: np.ndarray, titles=None, *, columns: int = 8, title: str = "", size: float = 1.2):
+    """Grayscale images in a grid, each with an optional small title."""
+    rows = max(1, int(np.ceil(len(images) / columns)))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * size + 0.6), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < len(images):
+            ax.imshow(images[k], cmap="gray", vmin=0, vmax=255)
+            if titles is not None:
+                ax.set_title(titles[k], fontsize=7)
+    fig.suptitle(title)
+    return fig
+
+
+def samples_per_class(images, labels, *, per_class: int = 8, seed: int = 0, title: str = "Sample images per class"):
+    """A row of random images for every class (the seed report's Figures 1 and 2)."""
+    rng = np.random.default_rng(seed)
+    picked, names = [], []
+    for label, name in enumerate(CLASSES):
+        index = np.flatnonzero(labels == label)
+        chosen = rng.choice(index, size=min(per_class, len(index)), replace=False)
+        picked += [images[i] for i in chosen] + [np.zeros_like(images[0])] * (per_class - len(chosen))
+        names += [name] * per_class
+    return image_grid(np.stack(picked), names, columns=per_class, title=title)
+
+
+def intensity_histograms(images, labels):
+    """Pixel intensity distribution of every class (density, one line each)."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    bins = np.arange(0, 257, 8)
+    for label, name in enumerate(CLASSES):
+        values = images[labels == label].ravel()
+        if values.size:
+            hist, _ = np.histogram(values, bins=bins, density=True)
+            ax.plot(bins[:-1] + 4, hist, label=name)
+    ax.set(xlabel="pixel intensity (0-255)", ylabel="density", title="Pixel intensity per class")
+    ax.legend(ncol=4, fontsize=8)
+    return fig
+
+
+def mean_faces(images, labels):
+    """The mean image of every class."""
+    means = [images[labels == k].mean(axis=0) if (labels == k).any() else np.zeros(images.shape[1:])
+             for k in range(len(CLASSES))]
+    return image_grid(np.stack(means), list(CLASSES), columns=len(CLASSES), title="Mean face per class", size=1.5)
+
+
+def augmentation_preview(images, augmentation, *, copies: int = 7):
+    """Each row: an original image, then ``copies`` random augmentations of it."""
+    batch = np.repeat(images[:, None], copies, axis=1).reshape(-1, *images.shape[1:], 1).astype("float32")
+    augmented = np.asarray(augmentation(batch, training=True)).reshape(len(images), copies, *images.shape[1:])
+    tiles = np.concatenate([images[:, None].astype("float32"), augmented], axis=1).reshape(-1, *images.shape[1:])
+    titles = (["original"] + [f"augmented {k + 1}" for k in range(copies)]) * len(images)
+    return image_grid(tiles, titles, columns=copies + 1, title="Augmentation preview (seed parameters)")
+
+
+def class_weights(weights: dict[str, float]):
+    """Bar chart of the loss weight of each class."""
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.bar(list(weights), list(weights.values()), color="tab:purple")
+    ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+    ax.set(xlabel="class", ylabel="weight", title='Class weights (compute_class_weight "balanced")')
+    return fig
+
+
+def learning_curves(history: pd.DataFrame, title: str = "Learning curves"):
+    """Loss and accuracy per epoch, train vs validation, best validation epoch marked."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = history["epoch"] + 1
+    best = epochs[history["val_accuracy"].idxmax()]
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        ax.plot(epochs, history[metric], label="train")
+        ax.plot(epochs, history[f"val_{metric}"], label="validation")
+        ax.axvline(best, color="grey", linestyle="--", label=f"best epoch ({best})")
+        ax.set(xlabel="epoch", ylabel=metric, title=f"{metric.capitalize()} per epoch")
+        ax.legend()
+    fig.suptitle(title)
+    return fig
+
+
+def heatmap(table: pd.DataFrame, *, title: str, xlabel: str, ylabel: str, fmt: str = ".3f", cmap="viridis"):
+    """Annotated heatmap of a 2-D table."""
+    fig, ax = plt.subplots(figsize=(1.2 * table.shape[1] + 3, 0.7 * table.shape[0] + 2))
+    sns.heatmap(table, annot=True, fmt=fmt, cmap=cmap, ax=ax)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    return fig
+

@@ -1,0 +1,71 @@
+"""Data quality: blank images (the seed's "black and white" images) and exact duplicates."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+
+from fer_utils.data import Dataset
+
+#: Default blank threshold: an image whose pixel standard deviation is below this many
+#: grey levels is near-constant (all black, all white or a flat grey) and holds no face.
+BLANK_MAX_STD = 2.0
+
+
+def blank_mask(images: np.ndarray, max_std: float = BLANK_MAX_STD) -> np.ndarray:
+    """Boolean mask of blank images: pixel standard deviation below ``max_std``."""
+    if images.ndim != 3:
+        raise ValueError(f"images must have shape (N, H, W), got {images.shape}")
+    return images.reshape(len(images), -1).std(axis=1) < max_std
+
+
+def blank_counts(dataset: Dataset, max_std: float = BLANK_MAX_STD) -> dict[str, int]:
+    """Number of blank images per usage present in ``dataset``."""
+    mask = blank_mask(dataset.images, max_std)
+    return {u: int(mask[dataset.usages == u].sum()) for u in dataset.present_usages()}
+
+
+def duplicate_groups(images: np.ndarray) -> pd.DataFrame:
+    """Exact duplicates: one row per image that shares its pixels with another.
+
+    Columns: ``index`` (into ``images``) and ``group`` (images with equal pixels share it).
+    """
+    digests = [hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest() for image in images]
+    frame = pd.DataFrame({"index": np.arange(len(images)), "digest": digests})
+    frame = frame[frame.duplicated("digest", keep=False)]
+    frame["group"] = frame.groupby("digest", sort=False).ngroup()
+    return frame[["index", "group"]].reset_index(drop=True)
+
+
+def duplicate_summary(dataset: Dataset, *, include_blank: bool = False,
+                      max_std: float = BLANK_MAX_STD) -> dict:
+    """Counts of exact duplicates within and across usages.
+
+    Blank images are all alike, so they are left out unless ``include_blank``. Returns
+    ``{"groups": n, "images": n, "within": {usage: n}, "across": {"A/B": n}}`` where
+    ``within[u]`` counts images of ``u`` with an equal image of the same usage and
+    ``across["A/B"]`` counts groups holding images of both usages.
+    """
+    keep = np.ones(len(dataset), bool) if include_blank else ~blank_mask(dataset.images, max_std)
+    index = np.flatnonzero(keep)
+    groups = duplicate_groups(dataset.images[index])
+    groups["index"] = index[groups["index"]]
+    groups["usage"] = dataset.usages[groups["index"]]
+    sizes = groups.groupby(["usage", "group"]).size()
+    usage_sets = groups.groupby("group")["usage"].agg(frozenset)
+    usages = dataset.present_usages()
+    within = {u: int(sizes.loc[u][sizes.loc[u] > 1].sum()) if u in sizes.index else 0 for u in usages}
+    across = {f"{a}/{b}": int(sum({a, b} <= s for s in usage_sets))
+              for i, a in enumerate(usages) for b in usages[i + 1:]}
+    return {"groups": int(groups["group"].nunique()), "images": len(groups),
+            "within": within, "across": across}
+
+
+def train_test_duplicates(dataset: Dataset, max_std: float = BLANK_MAX_STD) -> np.ndarray:
+    """Mask of non-blank Training images whose exact pixels also appear in a test usage."""
+    candidates = ~blank_mask(dataset.images, max_std)
+    test_pixels = {image.tobytes() for image in dataset.images[candidates & (dataset.usages != "Training")]}
+    return np.array([ok and u == "Training" and image.tobytes() in test_pixels
+                     for image, u, ok in zip(dataset.images, dataset.usages, candidates)], dtype=bool)
