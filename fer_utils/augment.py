@@ -10,12 +10,12 @@ SEED_AUGMENTATION = {"rotation": 10.0, "shift": 0.1, "shear": 0.1, "zoom": 0.1,
                      "flip": True, "erasing": 0.0}
 
 
-def build_augmentation(seed: int = 0, **options) -> keras.Sequential:
+def build_augmentation(seed: int = 0, **options) -> keras.Sequential | None:
     """Augmentation layers for (batch, 48, 48, C) images with values 0-255.
 
     ``options`` override :data:`SEED_AUGMENTATION`: ``rotation`` (degrees), ``shift``,
     ``shear`` and ``zoom`` (fractions), ``flip`` (horizontal), ``erasing`` (probability
-    of erasing a random patch; 0 disables it).
+    of erasing a random patch; 0 disables it). None when every option is off.
     """
     unknown = set(options) - set(SEED_AUGMENTATION)
     if unknown:
@@ -34,4 +34,4 @@ def build_augmentation(seed: int = 0, **options) -> keras.Sequential:
         layers.append(keras.layers.RandomZoom(cfg["zoom"], fill_mode="nearest", seed=seed + 4))
     if cfg["erasing"]:
         layers.append(keras.layers.RandomErasing(factor=cfg["erasing"], value_range=(0, 255), seed=seed + 5))
-    return keras.Sequential(layers, name="augmentation")
+    return keras.Sequential(layers, name="augmentation") if layers else None

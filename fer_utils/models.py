@@ -96,3 +96,26 @@ def parameter_counts(model: keras.Model) -> tuple[int, int]:
     """``(trainable, non_trainable)`` parameter counts, as ``model.summary()`` prints them."""
     count = lambda weights: int(sum(w.numpy().size for w in weights))  # noqa: E731
     return count(model.trainable_weights), count(model.non_trainable_weights)
+
+
+def layer_table(model: keras.Model):
+    """One row per layer: name, type, output shape and parameter count."""
+    import pandas as pd  # noqa: PLC0415
+
+    return pd.DataFrame([{"layer": layer.name, "type": type(layer).__name__,
+                          "output shape": str(tuple(layer.output.shape[1:])),
+                          "parameters": layer.count_params()} for layer in model.layers])
+
+
+def flops_per_image(model: keras.Model) -> int:
+    """Floating-point operations of one forward pass (2 per multiply-add of the
+    convolution and dense layers; normalisation, pooling and activations left out)."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, layers.Conv2D):
+            kernel = layer.kernel.shape  # (kh, kw, c_in, c_out)
+            height, width = layer.output.shape[1:3]
+            total += 2 * height * width * kernel[0] * kernel[1] * kernel[2] * kernel[3]
+        elif isinstance(layer, layers.Dense):
+            total += 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
+    return int(total)

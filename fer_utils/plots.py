@@ -15,7 +15,7 @@ from fer_utils import CLASSES
 FIGURE_DPI = 150
 
 
-def save_fig(fig, name: str, run_dir, *, synthetic: bool) -> Path:
+def save_fig(fig, name: str, run_dir, *, synthetic: bool) -> None:
     """Write ``fig`` as ``figures/<name>.png`` and ``.pdf`` under ``run_dir``.
 
     Figures made from synthetic data get "(synthetic data)" in their title.
@@ -29,7 +29,6 @@ def save_fig(fig, name: str, run_dir, *, synthetic: bool) -> Path:
     for suffix in ("png", "pdf"):
         fig.savefig(folder / f"{name}.{suffix}", dpi=FIGURE_DPI, bbox_inches="tight",
                     metadata={"CreationDate": None} if suffix == "pdf" else None)
-    return folder / f"{name}.png"
 
 
 def class_counts(counts: pd.DataFrame):
@@ -128,3 +127,15 @@ def heatmap(table: pd.DataFrame, *, title: str, xlabel: str, ylabel: str, fmt: s
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     return fig
 
+
+
+def model_costs(costs: pd.DataFrame):
+    """Parameters and MFLOPs per image of each model, side by side."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    (costs["trainable"] / 1e6).plot.bar(ax=axes[0], color="tab:blue")
+    axes[0].set(xlabel="model", ylabel="trainable parameters (millions)", title="Parameters")
+    costs["MFLOPs per image"].plot.bar(ax=axes[1], color="tab:orange")
+    axes[1].set(xlabel="model", ylabel="MFLOPs per 48x48 image", title="Compute per image")
+    for ax in axes:
+        ax.tick_params(axis="x", rotation=0)
+    return fig

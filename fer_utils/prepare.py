@@ -15,6 +15,7 @@ from fer_utils.quality import BLANK_MAX_STD, blank_mask, train_test_duplicates
 from fer_utils.split import class_weights, train_val_split
 
 PREPARED_FILE = "data/prepared.npz"
+SPLITS = ("train", "val", "PublicTest", "PrivateTest")
 
 
 @dataclass
@@ -37,8 +38,8 @@ class Prepared:
         return self.images[mask], self.labels[mask]
 
     def splits(self) -> list[str]:
-        """The splits present, in order of first appearance."""
-        return list(dict.fromkeys(self.split.tolist()))
+        """The splits present, in the order train, val, PublicTest, PrivateTest."""
+        return [s for s in SPLITS if (self.split == s).any()]
 
 
 def prepare(dataset: Dataset, *, val_fraction: float = 0.2, seed: int = 0,

@@ -39,6 +39,8 @@ EXPRESSIONS = {
 # Per-face spread of each parameter around its class mean (same units).
 SPREAD = np.array([3.0, 0.20, 2.0, 0.22, 2.2, 1.3])
 CANVAS = 96
+#: Bump whenever the generator's output changes, so cached default datasets are remade.
+GENERATOR_VERSION = 2
 
 README = """# Synthetic FER-like data
 
@@ -116,8 +118,10 @@ def generate(out, *, n_train: int = 1200, n_public: int = 300, n_private: int = 
                                  ("Training", n_train, ".png")):
         split = "train" if usage == "Training" else "test"
         faces = [(cls, draw_face(cls, rng)) for cls, n in class_sizes(total).items() for _ in range(n)]
-        for k in range(n_blank):
-            faces[int(rng.integers(len(faces)))] = (faces[0][0], np.full((IMAGE_SIZE, IMAGE_SIZE), 255 * (k % 2), np.uint8))
+        # blanks go between the first images (copied as duplicates) and the second half
+        slots = np.arange(n_duplicates, max(n_duplicates, len(faces) // 2))
+        for k, i in enumerate(rng.choice(slots, size=min(n_blank, len(slots)), replace=False)):
+            faces[i] = (faces[i][0], np.full((IMAGE_SIZE, IMAGE_SIZE), 255 * (k % 2), np.uint8))
         if usage == "Training":
             for k in range(min(n_duplicates, len(test_pixels))):
                 faces[-1 - k] = test_pixels[k]
@@ -135,7 +139,7 @@ def generate(out, *, n_train: int = 1200, n_public: int = 300, n_private: int = 
 def default_dataset(*, n_train: int = 1200, n_public: int = 300, n_private: int = 300,
                     seed: int = 0) -> Path:
     """Path of a cached synthetic zip for these arguments, generated on first use."""
-    path = cache_dir() / "synthetic" / f"synthetic-{n_train}-{n_public}-{n_private}-seed{seed}.zip"
+    path = cache_dir() / "synthetic" / f"synthetic-v{GENERATOR_VERSION}-{n_train}-{n_public}-{n_private}-seed{seed}.zip"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.stem + ".partial.zip")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,7 @@ class TrainConfig:
     class_weighted: bool = True       # the seed's weighted categorical cross-entropy
     augmentation: dict = field(default_factory=lambda: dict(SEED_AUGMENTATION))
     early_stopping: int = 0           # patience in epochs; 0 disables
+    time_budget: float = 0.0          # minutes of training after which to stop; 0: no limit
     precision: str = "auto"           # auto | mixed_bfloat16 | float32
     strategy: str = "default"         # default | mirrored | multiworker
     seed: int = 0
@@ -118,11 +120,29 @@ def build_optimizer(config: TrainConfig, steps_per_epoch: int):
     return keras.optimizers.Adam(lr)
 
 
-def best_so_far(history_file: Path) -> float | None:
-    """Best validation accuracy recorded in a history CSV (for resumed checkpoints)."""
+class EpochTimer(keras.callbacks.Callback):
+    """Adds cumulative training ``seconds`` to each epoch's logs (continuing over resumes)
+    and stops training at the end of the epoch that exhausts ``budget_s`` (if > 0)."""
+
+    def __init__(self, offset_s: float = 0.0, budget_s: float = 0.0):
+        super().__init__()
+        self.offset_s, self.budget_s = offset_s, budget_s
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter() - self.offset_s
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["seconds"] = round(time.perf_counter() - self.start, 1)
+        if self.budget_s and logs["seconds"] >= self.budget_s:
+            self.model.stop_training = True
+
+
+def _history_value(history_file: Path, column: str, best) -> float | None:
+    """``best`` (max, or the last value) of a column of a history CSV, if any."""
     if not history_file.exists() or history_file.stat().st_size == 0:
         return None
-    return float(pd.read_csv(history_file)["val_accuracy"].max())
+    values = pd.read_csv(history_file)[column]
+    return float(best(values)) if len(values) else None
 
 
 def train(prepared: Prepared, config: TrainConfig, out_dir, *, resume: bool = False) -> keras.Model:
@@ -170,7 +190,8 @@ def _fit(prepared: Prepared, config: TrainConfig, out: Path) -> keras.Model:
         keras.callbacks.BackupAndRestore(str(out / BACKUP)),
         keras.callbacks.ModelCheckpoint(str(out / BEST_MODEL), monitor="val_accuracy", mode="max",
                                         save_best_only=True,
-                                        initial_value_threshold=best_so_far(out / HISTORY)),
+                                        initial_value_threshold=_history_value(out / HISTORY, "val_accuracy", max)),
+        EpochTimer(_history_value(out / HISTORY, "seconds", lambda v: v.iloc[-1]) or 0.0, config.time_budget * 60),
         keras.callbacks.CSVLogger(str(out / HISTORY), append=True),
     ]
     if config.schedule == "plateau":
@@ -178,7 +199,7 @@ def _fit(prepared: Prepared, config: TrainConfig, out: Path) -> keras.Model:
     if config.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
                                                        patience=config.early_stopping))
-    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
+    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks, shuffle=False,
               verbose=config.verbose)
     return keras.models.load_model(out / BEST_MODEL)
 

@@ -1,0 +1,15 @@
+"""Shared pytest setup: a private data cache, quiet TensorFlow, and nbval output rules."""
+
+import os
+import tempfile
+
+# Before anything imports fer_utils or TensorFlow: one fresh cache per test session, so
+# tests never read a user's cache, and TensorFlow's C++ logs stay out of the outputs.
+os.environ.setdefault("FER_REPORT_CACHE", tempfile.mkdtemp(prefix="fer-report-test-cache-"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def pytest_collectstart(collector):
+    """nbval: stderr (TensorFlow and kernel warnings) differs between machines; skip it."""
+    if collector.fspath and collector.fspath.ext == ".ipynb":
+        collector.skip_compare += ("stderr",)

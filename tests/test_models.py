@@ -1,0 +1,47 @@
+import keras
+import numpy as np
+import pytest
+
+from fer_utils.models import MODELS, build_model, parameter_counts
+
+
+def test_seed_cnn_has_the_reports_parameter_counts():
+    model = build_model("seed_cnn", (48, 48, 3))
+    assert parameter_counts(model) == (1_326_567, 2_176)
+
+
+def test_seed_cnn_grayscale_variant_differs_only_in_the_first_convolution():
+    trainable, frozen = parameter_counts(build_model("seed_cnn", (48, 48, 1)))
+    assert trainable == 1_326_567 - 2 * 3 * 3 * 32 and frozen == 2_176
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_maps_pixels_to_float32_probabilities(name):
+    model = build_model(name)
+    x = np.random.default_rng(0).integers(0, 256, (3, *model.input_shape[1:])).astype("float32")
+    proba = model.predict(x, verbose=0)
+    assert proba.shape == (3, 7) and proba.dtype == np.float32
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_softmax_stays_float32_under_mixed_bfloat16():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = build_model("vgg_gap")
+        assert model.layers[1].compute_dtype == "bfloat16"
+        assert model.output.dtype == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_same_seed_same_initial_weights():
+    def weights(seed):
+        keras.utils.set_random_seed(seed)
+        return build_model("vgg_gap").get_weights()[0]
+    np.testing.assert_array_equal(weights(4), weights(4))
+    assert not np.array_equal(weights(4), weights(5))
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError, match="unknown model 'resnet9000' .choose from seed_cnn"):
+        build_model("resnet9000")

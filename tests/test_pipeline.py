@@ -1,0 +1,76 @@
+"""The papermill pipeline: one smoke run of every notebook, and its failure handling."""
+
+import json
+
+import nbformat
+import pytest
+
+from fer_utils.cli import main
+from fer_utils.pipeline import PipelineError, notebook_paths, run_pipeline
+from fer_utils.runs import RunExistsError
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    return run_pipeline(None, tmp_path_factory.mktemp("pipeline") / "run", profile="smoke")
+
+
+def test_smoke_run_executes_every_notebook(smoke_run):
+    executed = sorted(p.name for p in (smoke_run / "notebooks").glob("*.ipynb"))
+    assert executed == [p.name for p in notebook_paths()]
+    assert {"01_eda.ipynb", "02_preprocessing.ipynb", "04_training.ipynb"} <= set(executed)
+    for path in (smoke_run / "notebooks").glob("*.ipynb"):
+        cells = nbformat.read(path, as_version=4).cells
+        assert any("injected-parameters" in c.metadata.get("tags", []) for c in cells), path.name
+        assert not [o for c in cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+
+
+def test_smoke_run_writes_figures_as_png_and_pdf(smoke_run):
+    figures = smoke_run / "figures"
+    pngs = {p.stem for p in figures.glob("*.png")}
+    assert pngs == {p.stem for p in figures.glob("*.pdf")}
+    assert {"01_class_counts", "01_samples_Training", "02_augmentation_preview",
+            "03b_sweep_heatmap", "04_learning_curves_seed_cnn", "04_learning_curves_vgg_gap"} <= pngs
+
+
+def test_smoke_run_manifest_and_hand_over_files(smoke_run):
+    manifest = json.loads((smoke_run / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["data"]["synthetic"] is True
+    assert manifest["parameters"]["profile"] == "smoke" and len(manifest["data"]["sha256"]) == 64
+    assert all(n["status"] == "ok" for n in manifest["notebooks"].values())
+    assert "01_class_counts.pdf" in manifest["figures"] and "keras" in manifest["packages"]
+    for name in ("data/prepared.npz", "sweep.json", "training.json", "models/vgg_gap/model.keras",
+                 "models/seed_cnn/history.csv"):
+        assert (smoke_run / name).exists(), name
+
+
+def test_a_run_is_not_replaced_by_another_data_source(smoke_run, synthetic_zip):
+    with pytest.raises(RunExistsError, match="holds a run of other data"):
+        run_pipeline(synthetic_zip, smoke_run, profile="smoke", force=True)
+    with pytest.raises(RunExistsError, match="pass --force to replace it"):
+        run_pipeline(None, smoke_run, profile="smoke")
+
+
+def failing_notebook(folder):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('data = None\nrun_dir = "."')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("raise ValueError('boom')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = folder / "09_fails.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def test_failure_names_the_notebook_and_cell(tmp_path, synthetic_zip):
+    with pytest.raises(PipelineError, match=r"notebook 09_fails\.ipynb failed in cell 3 .ValueError: boom."):
+        run_pipeline(synthetic_zip, tmp_path / "run", notebooks=[failing_notebook(tmp_path)])
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["notebooks"]["09_fails.ipynb"]["status"] == "failed"
+    assert (tmp_path / "run" / "notebooks" / "09_fails.ipynb").exists()
+
+
+def test_unknown_profile_is_a_clean_cli_error(capsys):
+    with pytest.raises(SystemExit):
+        main(["pipeline", "--profile", "huge"])
+    assert "invalid choice: 'huge'" in capsys.readouterr().err

@@ -1,0 +1,49 @@
+import json
+
+import numpy as np
+import pytest
+
+from fer_utils import CLASSES, DataError
+from fer_utils.data import load_dataset
+from fer_utils.prepare import load_prepared, prepare, save_prepared
+
+
+@pytest.fixture(scope="module")
+def dataset(synthetic_zip):
+    return load_dataset(synthetic_zip)
+
+
+def test_prepare_drops_blanks_and_splits_training(dataset):
+    prepared = prepare(dataset, val_fraction=0.2, seed=0)
+    assert prepared.removed == {"blank": {"Training": 4, "PublicTest": 4, "PrivateTest": 4},
+                                "train_test_duplicates": 0}
+    assert len(prepared.images) == len(dataset) - 12
+    assert prepared.splits() == ["train", "val", "PublicTest", "PrivateTest"]
+    train, val = (prepared.split == "train").sum(), (prepared.split == "val").sum()
+    assert train + val == 136 and val == 28
+    assert set(prepared.class_weights) == set(range(len(CLASSES))) and prepared.synthetic
+
+
+def test_prepare_can_drop_training_copies_of_test_images(dataset):
+    prepared = prepare(dataset, drop_test_duplicates=True)
+    assert prepared.removed["train_test_duplicates"] == 4
+    assert len(prepared.images) == len(dataset) - 16
+
+
+def test_save_and_load_round_trip(dataset, tmp_path):
+    prepared = prepare(dataset, seed=1)
+    save_prepared(prepared, tmp_path)
+    again = load_prepared(tmp_path)
+    np.testing.assert_array_equal(again.images, prepared.images)
+    np.testing.assert_array_equal(again.split, prepared.split)
+    assert again.class_weights == pytest.approx(prepared.class_weights)
+    meta = json.loads((tmp_path / "data" / "prepared.json").read_text())
+    assert meta["split_sizes"]["val"] == 28 and "disgust" in meta["class_weights"]
+
+
+def test_missing_split_and_missing_file_errors(dataset, tmp_path):
+    prepared = prepare(dataset)
+    with pytest.raises(DataError, match="no 'Validation' images"):
+        prepared.arrays("Validation")
+    with pytest.raises(DataError, match=r"prepared\.npz: not found; run the preprocessing notebook"):
+        load_prepared(tmp_path)

@@ -1,0 +1,49 @@
+import json
+
+import pytest
+
+from fer_utils.runs import RunExistsError, claim_run_dir, package_versions, read_manifest, write_manifest
+
+
+def make_run(path, data_hash):
+    claim_run_dir(path, data_hash)
+    write_manifest(path, kind="test", parameters={"a": 1}, data_source="x.zip", data_hash=data_hash, synthetic=True)
+    (path / "result.txt").write_text("keep me")
+
+
+def test_manifest_records_parameters_data_versions_and_commit(tmp_path):
+    make_run(tmp_path / "run", "a" * 64)
+    manifest = read_manifest(tmp_path / "run")
+    assert manifest["parameters"] == {"a": 1}
+    assert manifest["data"] == {"source": "x.zip", "sha256": "a" * 64, "synthetic": True}
+    assert "numpy" in manifest["packages"] and "git_commit" in manifest and manifest["python"]
+
+
+def test_run_of_other_data_is_never_replaced(tmp_path):
+    make_run(tmp_path / "run", "a" * 64)
+    for force in (False, True):
+        with pytest.raises(RunExistsError, match="holds a run of other data"):
+            claim_run_dir(tmp_path / "run", "b" * 64, force=force)
+    assert (tmp_path / "run" / "result.txt").read_text() == "keep me"
+
+
+def test_own_run_is_replaced_only_with_force_or_continued_with_resume(tmp_path):
+    make_run(tmp_path / "run", "a" * 64)
+    with pytest.raises(RunExistsError, match="pass --force to replace it or --resume"):
+        claim_run_dir(tmp_path / "run", "a" * 64)
+    assert claim_run_dir(tmp_path / "run", "a" * 64, resume=True) == tmp_path / "run"
+    assert (tmp_path / "run" / "result.txt").exists()
+    claim_run_dir(tmp_path / "run", "a" * 64, force=True)
+    assert list((tmp_path / "run").iterdir()) == []
+
+
+def test_non_empty_folder_without_manifest_needs_force(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(RunExistsError, match="already holds a run"):
+        claim_run_dir(tmp_path, "a" * 64)
+
+
+def test_package_versions_lists_installed_packages_only():
+    versions = package_versions()
+    assert versions["numpy"].count(".") >= 1 and "no-such-package" not in versions
+    json.dumps(versions)
