@@ -65,6 +65,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--private", type=int, default=300, help="PrivateTest images")
     sub.add_argument("--seed", type=int, default=0)
 
+    sub = command("evaluate", cmd_evaluate, "Score a saved model on one usage of a data source.")
+    sub.add_argument("--model", help="saved .keras model (default: the shipped model)")
+    data_options(sub)
+    sub.add_argument("--usage", help="Training, PublicTest or PrivateTest (default: PublicTest if present)")
+    sub.add_argument("--tta", type=int, default=0, metavar="N", help="also score test-time augmentation with N copies")
+    sub.add_argument("--tta-mode", default="random", choices=("random", "deterministic"))
+    sub.add_argument("--keep-blank", action="store_true", help="score blank images too (default: left out, reported)")
+    sub.add_argument("--json", action="store_true", help="print one JSON object")
+
+    sub = command("predict", cmd_predict, "Find faces in photos and print their emotion probabilities.")
+    sub.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG or PNG photos, or 48x48 face crops")
+    sub.add_argument("--model", help="saved .keras model (default: the shipped model)")
+    sub.add_argument("--annotate", metavar="DIR", help="write annotated copies of the photos into DIR")
+    sub.add_argument("--json", action="store_true", help="print one JSON object")
+
     sub = command("train", cmd_train, "Train a model on a data source into a run folder.")
     data_options(sub)
     from fer_utils.train_cli import add_train_options  # noqa: PLC0415
@@ -109,6 +124,43 @@ def cmd_synthetic(args) -> None:
     from fer_utils.synthetic import generate  # noqa: PLC0415
     out = generate(args.out, n_train=args.train, n_public=args.public, n_private=args.private, seed=args.seed)
     print(f"wrote synthetic data to {out}")
+
+
+def cmd_evaluate(args) -> None:
+    from fer_utils.data import load_dataset  # noqa: PLC0415
+    from fer_utils.predict import default_usage, evaluate_model, load_model  # noqa: PLC0415
+    dataset = load_dataset(args.data, skip_bad=args.skip_bad, resize=args.resize)
+    usage = args.usage or default_usage(dataset)
+    result = evaluate_model(load_model(args.model), dataset, usage, tta=args.tta, tta_mode=args.tta_mode,
+                            keep_blank=args.keep_blank)
+    result["model"] = str(args.model or "default")
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    kind = "SYNTHETIC data" if dataset.synthetic else "FER2013"
+    low, high = result["accuracy_ci"]
+    print(f"{result['data']} ({kind}), {usage}: {result['n']} images, {result['blank_removed']} blank left out")
+    print(f"accuracy {result['accuracy']:.4f} (95% CI {low:.4f}-{high:.4f}), macro-F1 {result['macro_f1']:.4f}")
+    if result["tta"]:
+        tta = result["tta"]
+        print(f"with {tta['mode']} TTA x{tta['n']}: accuracy {tta['accuracy']:.4f}, macro-F1 {tta['macro_f1']:.4f}")
+
+
+def cmd_predict(args) -> int:
+    from fer_utils.predict import load_model, predict_images  # noqa: PLC0415
+    results, errors = predict_images(load_model(args.model), args.images, annotate_dir=args.annotate)
+    if args.json:
+        print(json.dumps({"images": results, "errors": errors}, indent=2))
+    else:
+        for item in results:
+            if not item["faces"]:
+                print(f"{item['image']}: no face found")
+            for face in item["faces"]:
+                top = sorted(face["probabilities"].items(), key=lambda kv: -kv[1])[:3]
+                print(f"{item['image']}: face at {face['box']}: " + ", ".join(f"{c} {p:.2f}" for c, p in top))
+    for error in errors:
+        print(f"error: {error['error']}", file=sys.stderr)
+    return 2 if errors else 0
 
 
 def cmd_train(args) -> None:

@@ -9,6 +9,7 @@ import papermill as pm
 import yaml
 
 from fer_utils.data import load_dataset
+from fer_utils.report import write_report
 from fer_utils.runs import claim_run_dir, write_manifest
 from fer_utils.synthetic import default_dataset
 
@@ -41,7 +42,8 @@ def run_pipeline(data=None, out=None, *, profile: str = "smoke", force: bool = F
     Every notebook gets the profile's parameters that its ``parameters`` cell declares,
     plus ``data``, ``run_dir`` and ``profile``. Executed notebooks go to
     ``<out>/notebooks/``, figures to ``<out>/figures/``; ``manifest.json`` records the
-    parameters, data hash, package versions, git commit and each notebook's status.
+    parameters, data hash, package versions, git commit and each notebook's status. The
+    last step assembles ``report.md`` and ``report.html`` from ``metrics.json`` and the figures.
     """
     config = load_profile(profile)
     source = Path(data) if data else default_dataset(seed=config.get("seed", 0), **config.get("synthetic", {}))
@@ -77,4 +79,5 @@ def run_pipeline(data=None, out=None, *, profile: str = "smoke", force: bool = F
         status[path.name] = {"status": "ok", "seconds": round(time.perf_counter() - start, 1)}
         print(f"      done in {status[path.name]['seconds']} s", flush=True)
     manifest("complete")
+    write_report(run_dir)
     return run_dir

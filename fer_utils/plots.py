@@ -139,3 +139,63 @@ def model_costs(costs: pd.DataFrame):
     for ax in axes:
         ax.tick_params(axis="x", rotation=0)
     return fig
+
+
+def confusion_heatmap(confusion, *, normalized: bool, title: str):
+    """Confusion matrix heatmap, true class as rows."""
+    table = pd.DataFrame(confusion, index=CLASSES, columns=CLASSES)
+    return heatmap(table, title=title, xlabel="predicted class", ylabel="true class",
+                   fmt=".2f" if normalized else "d", cmap="Blues")
+
+
+def per_class_scores(table: pd.DataFrame, title: str = "Precision, recall and F1 per class"):
+    """Grouped bars of precision, recall and F1 for every class."""
+    fig, ax = plt.subplots(figsize=(9, 4))
+    table[["precision", "recall", "f1"]].plot.bar(ax=ax, rot=0)
+    ax.set(xlabel="class", ylabel="score", ylim=(0, 1), title=title)
+    return fig
+
+
+def tta_gain_curve(curves: dict[str, np.ndarray], plain: dict[str, float], title: str):
+    """Accuracy of random TTA against the number of copies, one line per model, plain as dashes."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for k, (name, accuracy) in enumerate(curves.items()):
+        copies = np.arange(1, len(accuracy) + 1)
+        ax.plot(copies, 100 * np.asarray(accuracy), marker="o", color=f"C{k}", label=f"{name}, TTA")
+        ax.axhline(100 * plain[name], color=f"C{k}", linestyle="--", label=f"{name}, plain")
+    ax.set(xlabel="augmented copies averaged (N)", ylabel="accuracy (%)", title=title)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def per_class_gain(gains: pd.DataFrame, title: str):
+    """Change of recall per class (percentage points) from TTA, one bar group per variant."""
+    fig, ax = plt.subplots(figsize=(9, 4))
+    (100 * gains).plot.bar(ax=ax, rot=0)
+    ax.axhline(0, color="grey", linewidth=1)
+    ax.set(xlabel="class", ylabel="recall change (points)", title=title)
+    return fig
+
+
+def reliability_diagram(confidence, accuracy, ece: float, title: str):
+    """Accuracy against confidence per bin, the diagonal being perfect calibration."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+    ax.plot(confidence, accuracy, marker="o", label=f"model (ECE {ece:.3f})")
+    ax.set(xlabel="confidence of the predicted class", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=title)
+    ax.legend()
+    return fig
+
+
+def gradcam_grid(images, heatmaps, titles, title: str, columns: int = 6):
+    """Each image with its Grad-CAM heatmap laid over it."""
+    rows = max(1, int(np.ceil(len(images) / columns)))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.6, rows * 1.8 + 0.5), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < len(images):
+            ax.imshow(images[k], cmap="gray", vmin=0, vmax=255)
+            ax.imshow(heatmaps[k], cmap="jet", alpha=0.4, vmin=0, vmax=1)
+            ax.set_title(titles[k], fontsize=7)
+    fig.suptitle(title)
+    return fig

@@ -57,3 +57,35 @@ def good_files():
         "test/angry/PublicTest_3.jpg": png_bytes(face(3), "JPEG"),
         "test/fear/PrivateTest_4.jpg": png_bytes(face(4), "JPEG"),
     }
+
+
+@pytest.fixture(scope="session")
+def saved_model(tmp_path_factory):
+    """An untrained grayscale vgg_gap saved as .keras (enough for schemas and shapes)."""
+    import keras
+
+    from fer_utils.models import build_model
+
+    keras.utils.set_random_seed(0)
+    path = tmp_path_factory.mktemp("model") / "model.keras"
+    build_model("vgg_gap").save(path)
+    return path
+
+
+def drawn_face_photo(path, *, colour: bool = True, size: int = 300):
+    """A drawn frontal face that OpenCV's Haar cascade detects, saved as an ordinary photo."""
+    import cv2
+
+    img = np.full((size, size), 200, np.uint8)
+    cv2.ellipse(img, (150, 160), (80, 105), 0, 0, 360, 150, -1)
+    for x in (115, 185):
+        cv2.ellipse(img, (x, 135), (18, 9), 0, 0, 360, 40, -1)
+        cv2.line(img, (x - 22, 112), (x + 22, 112), 60, 6)
+    cv2.line(img, (150, 140), (150, 185), 110, 6)
+    cv2.ellipse(img, (150, 210), (35, 12), 0, 0, 180, 50, 5)
+    img = cv2.GaussianBlur(img, (7, 7), 2)
+    if colour:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+        img[..., 2] = np.clip(img[..., 2].astype(int) + 30, 0, 255)
+    cv2.imwrite(str(path), img)
+    return path

@@ -18,7 +18,8 @@ def smoke_run(tmp_path_factory):
 def test_smoke_run_executes_every_notebook(smoke_run):
     executed = sorted(p.name for p in (smoke_run / "notebooks").glob("*.ipynb"))
     assert executed == [p.name for p in notebook_paths()]
-    assert {"01_eda.ipynb", "02_preprocessing.ipynb", "04_training.ipynb"} <= set(executed)
+    assert {"01_eda.ipynb", "02_preprocessing.ipynb", "03_model.ipynb", "04_training.ipynb", "05_tta.ipynb",
+            "06_confusion_analysis.ipynb"} <= set(executed)
     for path in (smoke_run / "notebooks").glob("*.ipynb"):
         cells = nbformat.read(path, as_version=4).cells
         assert any("injected-parameters" in c.metadata.get("tags", []) for c in cells), path.name
@@ -30,7 +31,9 @@ def test_smoke_run_writes_figures_as_png_and_pdf(smoke_run):
     pngs = {p.stem for p in figures.glob("*.png")}
     assert pngs == {p.stem for p in figures.glob("*.pdf")}
     assert {"01_class_counts", "01_samples_Training", "02_augmentation_preview",
-            "03b_sweep_heatmap", "04_learning_curves_seed_cnn", "04_learning_curves_vgg_gap"} <= pngs
+            "03b_sweep_heatmap", "04_learning_curves_seed_cnn", "04_learning_curves_vgg_gap",
+            "05_tta_gain_by_copies", "05_tta_gain_per_class", "06_confusion_counts", "06_confusion_normalized",
+            "06_per_class_scores", "06_mistakes", "06_reliability", "06_gradcam"} <= pngs
 
 
 def test_smoke_run_manifest_and_hand_over_files(smoke_run):
@@ -42,6 +45,17 @@ def test_smoke_run_manifest_and_hand_over_files(smoke_run):
     for name in ("data/prepared.npz", "sweep.json", "training.json", "models/vgg_gap/model.keras",
                  "models/seed_cnn/history.csv"):
         assert (smoke_run / name).exists(), name
+
+
+def test_smoke_run_ends_with_metrics_and_report(smoke_run):
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    assert set(metrics["models"]) == {"seed_cnn", "vgg_gap"}
+    assert set(metrics["models"]["vgg_gap"]) == {"PublicTest", "PrivateTest"}
+    assert set(metrics["models"]["vgg_gap"]["PublicTest"]) == {"plain", "tta_random", "tta_deterministic"}
+    assert metrics["analysis"]["split"] == "PublicTest" and len(metrics["analysis"]["most_confused"]) == 5
+    report = (smoke_run / "report.md").read_text()
+    assert report.startswith("# FER report (synthetic data, not FER2013)") and "64.35%" in report
+    assert "figures/06_confusion_counts.png" in (smoke_run / "report.html").read_text()
 
 
 def test_a_run_is_not_replaced_by_another_data_source(smoke_run, synthetic_zip):

@@ -1,0 +1,78 @@
+"""Test-time augmentation (TTA): average a model's predictions over altered copies of each image.
+
+* ``random``: the seed report's method, N randomly augmented copies (seed augmentation);
+* ``deterministic``: fixed views (the image, its mirror, and both shifted by 2 pixels up,
+  down, left and right), so every run gives the same answer.
+
+Copies of a batch are predicted in one call, so N copies cost about N plain predictions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fer_utils.augment import build_augmentation
+from fer_utils.evaluate import score
+from fer_utils.inference import model_input, predict_proba
+
+#: (mirror, dx, dy) of the deterministic views, in the order they are used.
+DETERMINISTIC_VIEWS = [(False, 0, 0), (True, 0, 0)] + [
+    (mirror, dx, dy) for dx, dy in ((2, 0), (-2, 0), (0, 2), (0, -2)) for mirror in (False, True)]
+SHIFT_PAD = 2
+
+
+def deterministic_view(images: np.ndarray, mirror: bool, dx: int, dy: int) -> np.ndarray:
+    """Images mirrored (optionally) and shifted by (dx, dy) pixels, edges repeated."""
+    views = images[:, :, ::-1] if mirror else images
+    padded = np.pad(views, ((0, 0), (SHIFT_PAD, SHIFT_PAD), (SHIFT_PAD, SHIFT_PAD)), mode="edge")
+    h, w = images.shape[1:]
+    return padded[:, SHIFT_PAD - dy:SHIFT_PAD - dy + h, SHIFT_PAD - dx:SHIFT_PAD - dx + w]
+
+
+def tta_copies(model, images: np.ndarray, n: int = 10, *, mode: str = "random", seed: int = 0,
+               batch_size: int = 256) -> np.ndarray:
+    """Per-copy class probabilities, shape (n, N, 7); their mean is the TTA prediction."""
+    if mode not in ("random", "deterministic") or n < 1:
+        raise ValueError(f"TTA needs mode 'random' or 'deterministic' and n >= 1, got {mode!r}, n={n}")
+    if mode == "deterministic" and n > len(DETERMINISTIC_VIEWS):
+        raise ValueError(f"deterministic TTA has at most {len(DETERMINISTIC_VIEWS)} views, got n={n}")
+    channels = model.input_shape[-1]
+    augmentation = build_augmentation(seed) if mode == "random" else None
+    per_batch = max(1, batch_size // n)
+    out = np.empty((n, len(images), model.output_shape[-1]), np.float32)
+    for start in range(0, len(images), per_batch):
+        batch = images[start:start + per_batch]
+        if augmentation is not None:
+            copies = np.asarray(augmentation(np.tile(batch[..., None], (n, 1, 1, 1)).astype(np.float32),
+                                             training=True))[..., 0]
+        else:
+            copies = np.concatenate([deterministic_view(batch, *view) for view in DETERMINISTIC_VIEWS[:n]])
+        proba = model.predict(model_input(copies, channels), batch_size=len(copies), verbose=0)
+        out[:, start:start + len(batch)] = np.asarray(proba).reshape(n, len(batch), -1)
+    return out
+
+
+def tta_predict(model, images: np.ndarray, n: int = 10, *, mode: str = "random", seed: int = 0) -> np.ndarray:
+    """TTA class probabilities (N, 7): the mean over ``n`` copies."""
+    return tta_copies(model, images, n, mode=mode, seed=seed).mean(axis=0)
+
+
+def accuracy_by_copies(copies: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Accuracy of the TTA mean over the first 1, 2, ..., n copies."""
+    running = np.cumsum(copies, axis=0)
+    return (running.argmax(axis=2) == labels[None, :]).mean(axis=1)
+
+
+def tta_study(model, images: np.ndarray, labels: np.ndarray, *, n: int = 10, max_copies: int = 20,
+              seed: int = 0) -> dict:
+    """Plain prediction beside random TTA (``n`` copies) and deterministic TTA (all views).
+
+    Returns the :func:`fer_utils.evaluate.score` of each (``plain``, ``tta_random``,
+    ``tta_deterministic``) and ``accuracy_by_copies`` for 1 to ``max_copies`` random copies.
+    """
+    copies = tta_copies(model, images, max(n, max_copies), mode="random", seed=seed)
+    deterministic = tta_predict(model, images, len(DETERMINISTIC_VIEWS), mode="deterministic")
+    return {"plain": score(labels, predict_proba(model, images), seed=seed),
+            "tta_random": score(labels, copies[:n].mean(axis=0), seed=seed),
+            "tta_deterministic": score(labels, deterministic, seed=seed),
+            "accuracy_by_copies": accuracy_by_copies(copies[:max_copies], labels).round(5).tolist()}

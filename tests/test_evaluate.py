@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from fer_utils import CLASSES
+from fer_utils.evaluate import expected_calibration_error, most_confused, per_class_table, reliability, score
+
+
+def one_hot(predicted, confidence=0.9):
+    proba = np.full((len(predicted), 7), (1 - confidence) / 6)
+    proba[np.arange(len(predicted)), predicted] = confidence
+    return proba
+
+
+LABELS = np.array([0, 0, 0, 0, 1, 1, 4, 4, 5, 5] * 10)
+PREDICTED = np.array([0, 0, 0, 5, 1, 0, 4, 5, 5, 4] * 10)
+
+
+def test_score_matches_hand_counted_answers():
+    result = score(LABELS, one_hot(PREDICTED), usage="PublicTest", n_resamples=200)
+    assert result["usage"] == "PublicTest" and result["n"] == 100
+    assert result["accuracy"] == pytest.approx(0.6)
+    angry = result["per_class"]["angry"]
+    assert angry["precision"] == pytest.approx(30 / 40) and angry["recall"] == pytest.approx(30 / 40)
+    assert angry["support"] == 40 and result["per_class"]["happy"]["support"] == 0
+    assert result["confusion"][0] == [30, 0, 0, 0, 0, 10, 0, 0][:7]
+    assert result["confusion_normalized"][4][5] == pytest.approx(0.5)
+    low, high = result["accuracy_ci"]
+    assert low < 0.6 < high and high - low < 0.25
+    f1_present = np.mean([result["per_class"][c]["f1"] for c in CLASSES])
+    assert result["macro_f1"] == pytest.approx(f1_present)
+
+
+def test_score_rejects_bad_shapes_and_empty_sets():
+    with pytest.raises(ValueError, match=r"proba must have shape \(3, 7\)"):
+        score(np.array([0, 1, 2]), np.zeros((3, 6)))
+    with pytest.raises(ValueError, match="empty set"):
+        score(np.array([], int), np.zeros((0, 7)))
+
+
+def test_calibration_of_a_perfectly_calibrated_and_an_overconfident_model():
+    labels = np.array([0] * 10)
+    calibrated = one_hot(np.array([0] * 8 + [1] * 2), confidence=0.8)
+    assert expected_calibration_error(labels, calibrated) == pytest.approx(0.0, abs=1e-9)
+    overconfident = one_hot(np.array([0] * 5 + [1] * 5), confidence=0.95)
+    assert expected_calibration_error(labels, overconfident) == pytest.approx(0.45)
+    confidence, accuracy = reliability(labels, overconfident)
+    assert confidence == pytest.approx([0.95]) and accuracy == pytest.approx([0.5])
+
+
+def test_tables_of_a_result():
+    result = score(LABELS, one_hot(PREDICTED), n_resamples=50)
+    table = per_class_table(result)
+    assert list(table.index) == list(CLASSES) and table.loc["sad", "support"] == 20
+    confused = most_confused(result, top=2)
+    assert confused.iloc[0][["true", "predicted", "images"]].tolist() == ["angry", "sad", 10]
+    assert len(confused) == 2

@@ -1,0 +1,97 @@
+import json
+
+import numpy as np
+import pytest
+
+from fer_utils import CLASSES, DataError
+from fer_utils.cli import main
+from fer_utils.data import load_dataset
+from fer_utils.faces import crop_faces, detect_faces, read_gray
+from fer_utils.predict import evaluate_model, load_model, predict_images
+
+from .conftest import drawn_face_photo, face, png_bytes
+
+
+def test_read_gray_handles_colour_and_names_bad_files(tmp_path):
+    photo = drawn_face_photo(tmp_path / "photo.jpg")
+    gray = read_gray(photo)
+    assert gray.shape == (300, 300) and gray.dtype == np.uint8
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(DataError, match=r"notes\.txt: not a readable image"):
+        read_gray(tmp_path / "notes.txt")
+    with pytest.raises(DataError, match=r"missing\.png: cannot read"):
+        read_gray(tmp_path / "missing.png")
+
+
+def test_detects_the_drawn_face_and_crops_it(tmp_path):
+    gray = read_gray(drawn_face_photo(tmp_path / "photo.png", colour=False))
+    boxes = detect_faces(gray)
+    assert len(boxes) == 1
+    x, y, w, h = boxes[0]
+    assert 60 <= x + w / 2 <= 240 and w > 100
+    assert crop_faces(gray, boxes).shape == (1, 48, 48)
+
+
+def test_a_48x48_crop_is_classified_directly_and_a_blank_photo_has_no_face():
+    assert detect_faces(face()) == [(0, 0, 48, 48)]
+    assert detect_faces(np.full((200, 300), 128, np.uint8)) == []
+
+
+def test_predict_images_reports_faces_and_errors(saved_model, tmp_path):
+    photo = drawn_face_photo(tmp_path / "photo.jpg")
+    crop = tmp_path / "crop.png"
+    crop.write_bytes(png_bytes(face()))
+    (tmp_path / "garbage.jpg").write_bytes(b"\xff\xd8 garbage")
+    results, errors = predict_images(load_model(saved_model), [photo, tmp_path / "garbage.jpg", crop],
+                                     annotate_dir=tmp_path / "out")
+    assert [len(r["faces"]) for r in results] == [1, 1]
+    probabilities = results[0]["faces"][0]["probabilities"]
+    assert list(probabilities) == list(CLASSES) and sum(probabilities.values()) == pytest.approx(1, abs=1e-4)
+    assert errors == [{"image": str(tmp_path / "garbage.jpg"),
+                       "error": f"{tmp_path / 'garbage.jpg'}: not a readable image (expected JPEG or PNG)"}]
+    assert (tmp_path / "out" / "photo_annotated.png").exists()
+
+
+def test_predict_cli_json_and_exit_codes(saved_model, tmp_path, capsys):
+    photo = drawn_face_photo(tmp_path / "photo.jpg")
+    empty = tmp_path / "wall.png"
+    empty.write_bytes(png_bytes(np.full((120, 160), 90, np.uint8)))
+    assert main(["predict", str(photo), str(empty), "--model", str(saved_model), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [len(i["faces"]) for i in out["images"]] == [1, 0] and out["errors"] == []
+    assert main(["predict", str(empty), "--model", str(saved_model)]) == 0
+    assert "wall.png: no face found" in capsys.readouterr().out
+    (tmp_path / "notes.txt").write_text("hello")
+    assert main(["predict", str(tmp_path / "notes.txt"), str(photo), "--model", str(saved_model)]) == 2
+    captured = capsys.readouterr()
+    assert "notes.txt: not a readable image" in captured.err and "photo.jpg: face at" in captured.out
+
+
+def test_missing_model_is_a_named_error(tmp_path, capsys):
+    with pytest.raises(DataError, match=r"nope\.keras: model file not found"):
+        load_model(tmp_path / "nope.keras")
+    (tmp_path / "bad.keras").write_text("not a model")
+    assert main(["predict", "x.png", "--model", str(tmp_path / "bad.keras")]) == 2
+    assert "bad.keras: not a loadable Keras model" in capsys.readouterr().err
+
+
+EVALUATE_KEYS = {"usage", "n", "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci", "per_class", "confusion",
+                 "tta", "blank_removed", "synthetic", "model"}
+
+
+def test_evaluate_cli_json_schema_per_usage_with_tta(saved_model, synthetic_zip, capsys):
+    assert main(["evaluate", "--model", str(saved_model), "--data", str(synthetic_zip), "--usage", "PrivateTest",
+                 "--tta", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert EVALUATE_KEYS <= set(result)
+    assert result["usage"] == "PrivateTest" and result["n"] == 31 and result["blank_removed"] == 4
+    assert set(result["per_class"]["sad"]) == {"precision", "recall", "f1", "support"}
+    assert np.array(result["confusion"]).shape == (7, 7) and np.array(result["confusion"]).sum() == 31
+    assert result["tta"]["n"] == 3 and 0 <= result["tta"]["accuracy"] <= 1
+
+
+def test_evaluate_defaults_to_public_test_and_reports_missing_usages(saved_model, synthetic_zip, capsys):
+    assert main(["evaluate", "--model", str(saved_model), "--data", str(synthetic_zip)]) == 0
+    assert "PublicTest: 31 images, 4 blank left out" in capsys.readouterr().out
+    result = evaluate_model(load_model(saved_model), load_dataset(synthetic_zip), "PublicTest", keep_blank=True)
+    assert result["n"] == 35 and result["tta"] is None

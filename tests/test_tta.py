@@ -1,0 +1,70 @@
+import keras
+import numpy as np
+import pytest
+
+from fer_utils.tta import (DETERMINISTIC_VIEWS, accuracy_by_copies, deterministic_view, tta_copies, tta_predict,
+                           tta_study)
+
+
+@pytest.fixture
+def model():
+    """Predicts from mean brightness; ``model.seen`` counts the images it was asked about."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((48, 48, 1))
+    x = keras.layers.Rescaling(1 / 255)(keras.layers.GlobalAveragePooling2D()(inputs))
+    m = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(x))
+    predict, m.seen = m.predict, 0
+
+    def counting_predict(x, **kwargs):
+        m.seen += len(x)
+        return predict(x, **kwargs)
+
+    m.predict = counting_predict
+    return m
+
+
+IMAGES = np.random.default_rng(0).integers(0, 256, (30, 48, 48)).astype(np.uint8)
+
+
+def test_deterministic_views_mirror_and_shift():
+    image = np.arange(48 * 48).reshape(1, 48, 48)
+    np.testing.assert_array_equal(deterministic_view(image, True, 0, 0)[0], image[0, :, ::-1])
+    shifted = deterministic_view(image, False, 2, 0)[0]
+    np.testing.assert_array_equal(shifted[:, 2:], image[0, :, :-2])
+    np.testing.assert_array_equal(shifted[:, 0], image[0, :, 0])  # edge repeated
+    assert len(DETERMINISTIC_VIEWS) == 10 and DETERMINISTIC_VIEWS[0] == (False, 0, 0)
+
+
+def test_copies_shape_and_cost(model):
+    copies = tta_copies(model, IMAGES, 5, batch_size=64)
+    assert copies.shape == (5, 30, 7)
+    assert model.seen == 5 * 30  # N copies cost N plain predictions
+    np.testing.assert_allclose(copies.sum(axis=2), 1.0, rtol=1e-5)
+
+
+def test_deterministic_tta_repeats_and_random_tta_is_seeded(model):
+    a = tta_predict(model, IMAGES, 10, mode="deterministic")
+    np.testing.assert_array_equal(a, tta_predict(model, IMAGES, 10, mode="deterministic"))
+    np.testing.assert_allclose(tta_predict(model, IMAGES, 4, seed=1), tta_predict(model, IMAGES, 4, seed=1))
+    assert not np.allclose(tta_copies(model, IMAGES, 2, seed=1)[0], tta_copies(model, IMAGES, 2, seed=1)[1])
+
+
+def test_bad_tta_arguments(model):
+    with pytest.raises(ValueError, match="at most 10 views"):
+        tta_copies(model, IMAGES, 11, mode="deterministic")
+    with pytest.raises(ValueError, match="mode 'random' or 'deterministic' and n >= 1"):
+        tta_copies(model, IMAGES, 0)
+
+
+def test_accuracy_by_copies_uses_running_means():
+    copies = np.zeros((3, 2, 7))
+    copies[0, :, 1] = 3          # copy 1 says class 1 for both, strongly
+    copies[1:, :, 0] = 2         # copies 2 and 3 say class 0
+    assert accuracy_by_copies(copies, np.array([0, 0])).tolist() == [0.0, 0.0, 1.0]
+
+
+def test_study_reports_plain_beside_both_variants(model):
+    labels = np.arange(30) % 7
+    study = tta_study(model, IMAGES, labels, n=3, max_copies=4)
+    assert set(study) == {"plain", "tta_random", "tta_deterministic", "accuracy_by_copies"}
+    assert len(study["accuracy_by_copies"]) == 4 and study["plain"]["n"] == 30
