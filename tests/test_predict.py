@@ -95,3 +95,15 @@ def test_evaluate_defaults_to_public_test_and_reports_missing_usages(saved_model
     assert "PublicTest: 31 images, 4 blank left out" in capsys.readouterr().out
     result = evaluate_model(load_model(saved_model), load_dataset(synthetic_zip), "PublicTest", keep_blank=True)
     assert result["n"] == 35 and result["tta"] is None
+
+
+def test_shipped_default_model_is_used_without_model(synthetic_zip, tmp_path, capsys):
+    from fer_utils.predict import DEFAULT_MODEL
+
+    assert DEFAULT_MODEL.exists() and DEFAULT_MODEL.stat().st_size < 20_000_000
+    assert (DEFAULT_MODEL.parent / "MODEL_CARD.md").exists()
+    assert main(["evaluate", "--data", str(synthetic_zip), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == "default" and result["usage"] == "PublicTest"
+    assert main(["predict", str(drawn_face_photo(tmp_path / "p.jpg")), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["images"][0]["faces"]) == 1
