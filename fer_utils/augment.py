@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import keras
 
-#: The seed report's augmentation: rotation 10 degrees, 10% width/height shift, shear,
-#: 10% zoom, horizontal flip, ``nearest`` fill.
-SEED_AUGMENTATION = {"rotation": 10.0, "shift": 0.1, "shear": 0.1, "zoom": 0.1,
-                     "flip": True, "erasing": 0.0}
+from fer_utils.config import SEED_AUGMENTATION
+
 
 
 def build_augmentation(seed: int = 0, **options) -> keras.Sequential | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import keras
@@ -15,43 +15,13 @@ import pandas as pd
 import tensorflow as tf
 
 from fer_utils import CLASSES
-from fer_utils.augment import SEED_AUGMENTATION, build_augmentation
+from fer_utils.augment import build_augmentation
+from fer_utils.config import TrainConfig
 from fer_utils.inference import predict_proba
 from fer_utils.models import DEFAULT_CHANNELS, build_model
 from fer_utils.prepare import Prepared
 
 BEST_MODEL, HISTORY, CONFIG, BACKUP = "model.keras", "history.csv", "train_config.json", "backup"
-
-
-@dataclass
-class TrainConfig:
-    """Every training option; the defaults are the project's recipe for ``vgg_gap``."""
-
-    model: str = "vgg_gap"
-    epochs: int = 20
-    batch_size: int = 64
-    optimizer: str = "adamw"          # adam | adamw | sgd
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4        # adamw only
-    schedule: str = "cosine"          # cosine | plateau | constant
-    warmup_epochs: int = 1            # cosine only
-    label_smoothing: float = 0.0
-    class_weighted: bool = True       # the seed's weighted categorical cross-entropy
-    augmentation: dict = field(default_factory=lambda: dict(SEED_AUGMENTATION))
-    early_stopping: int = 0           # patience in epochs; 0 disables
-    time_budget: float = 0.0          # minutes of training after which to stop; 0: no limit
-    precision: str = "auto"           # auto | mixed_bfloat16 | float32
-    strategy: str = "default"         # default | mirrored | multiworker
-    seed: int = 0
-    verbose: int = 2                  # Keras progress: 1 bar, 2 one line per epoch
-
-    def __post_init__(self):
-        choices = {"optimizer": ("adam", "adamw", "sgd"), "schedule": ("cosine", "plateau", "constant"),
-                   "precision": ("auto", "mixed_bfloat16", "float32"),
-                   "strategy": ("default", "mirrored", "multiworker")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
 
 
 def cpu_supports_bf16() -> bool:

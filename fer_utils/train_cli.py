@@ -1,4 +1,4 @@
-"""The ``train`` command: options built from :class:`fer_utils.train.TrainConfig`."""
+"""The ``train`` command: options built from :class:`fer_utils.config.TrainConfig`."""
 
 from __future__ import annotations
 
@@ -7,22 +7,16 @@ import dataclasses
 import json
 import time
 
-from fer_utils.augment import SEED_AUGMENTATION
+from fer_utils.config import SEED_AUGMENTATION, TrainConfig
 
-# TrainConfig fields and defaults, read without importing TensorFlow for ``--help``.
-_SKIP = {"augmentation"}
-
-
-def _config_fields():
-    from fer_utils.train import TrainConfig  # noqa: PLC0415
-    return TrainConfig, [f for f in dataclasses.fields(TrainConfig) if f.name not in _SKIP]
+# Every TrainConfig field becomes a flag, but augmentation, which takes JSON.
+FIELDS = [f for f in dataclasses.fields(TrainConfig) if f.name != "augmentation"]
 
 
 def add_train_options(parser: argparse.ArgumentParser) -> None:
     """One ``--option`` per TrainConfig field, plus the run-folder options."""
-    config_class, fields = _config_fields()
-    defaults = config_class()
-    for f in fields:
+    defaults = TrainConfig()
+    for f in FIELDS:
         default = getattr(defaults, f.name)
         flag = "--" + f.name.replace("_", "-")
         if isinstance(default, bool):
@@ -45,8 +39,7 @@ def run_training(args) -> None:
     from fer_utils.runs import claim_run_dir, write_manifest  # noqa: PLC0415
     from fer_utils.train import load_history, train  # noqa: PLC0415
 
-    config_class, fields = _config_fields()
-    config = config_class(**{f.name: getattr(args, f.name) for f in fields},
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in FIELDS},
                           augmentation={**SEED_AUGMENTATION, **args.augmentation})
     dataset = load_dataset(args.data, skip_bad=args.skip_bad, resize=args.resize)
     run_dir = claim_run_dir(args.out, dataset.source_hash, force=args.force, resume=args.resume)
