@@ -24,6 +24,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    logging.getLogger("papermill").setLevel(logging.WARNING)  # the pipeline prints its own progress
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from fer_utils.pipeline import PipelineError  # noqa: PLC0415 (keeps --help fast)
     try:
