@@ -26,7 +26,7 @@ class TrainConfig:
     class_weighted: bool = True       # the seed's weighted categorical cross-entropy
     augmentation: dict = field(default_factory=lambda: dict(SEED_AUGMENTATION))
     early_stopping: int = 0           # patience in epochs; 0 disables
-    time_budget: float = 0.0          # minutes of training after which to stop; 0: no limit
+    time_budget: float = 0.0          # minutes of training not to exceed; 0: no limit
     precision: str = "auto"           # auto | mixed_bfloat16 | float32
     strategy: str = "default"         # default | mirrored | multiworker
     seed: int = 0

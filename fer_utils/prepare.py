@@ -4,7 +4,7 @@ class weights, saved into the run folder for the notebooks that follow."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,19 @@ class Prepared:
     def splits(self) -> list[str]:
         """The splits present, in the order train, val, PublicTest, PrivateTest."""
         return [s for s in SPLITS if (self.split == s).any()]
+
+    def train_sample(self, fraction: float, seed: int = 0) -> "Prepared":
+        """A copy keeping a stratified, seeded ``fraction`` of ``train`` and every other split
+        whole (short runs such as the sweep); the class weights stay those of the full split."""
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        if fraction == 1:
+            return self
+        train = np.flatnonzero(self.split == "train")
+        _, sampled = train_val_split(self.labels[train], fraction, seed)
+        keep = self.split != "train"
+        keep[train[sampled]] = True
+        return replace(self, images=self.images[keep], labels=self.labels[keep], split=self.split[keep])
 
 
 def prepare(dataset: Dataset, *, val_fraction: float = 0.2, seed: int = 0,

@@ -92,18 +92,22 @@ def build_optimizer(config: TrainConfig, steps_per_epoch: int):
 
 class EpochTimer(keras.callbacks.Callback):
     """Adds cumulative training ``seconds`` to each epoch's logs (continuing over resumes)
-    and stops training at the end of the epoch that exhausts ``budget_s`` (if > 0)."""
+    and, with ``budget_s`` > 0, stops before an epoch that would end past the budget
+    (predicted from this session's mean epoch time), so training stays within it."""
 
     def __init__(self, offset_s: float = 0.0, budget_s: float = 0.0):
         super().__init__()
         self.offset_s, self.budget_s = offset_s, budget_s
 
     def on_train_begin(self, logs=None):
-        self.start = time.perf_counter() - self.offset_s
+        self.session_start, self.session_epochs = time.perf_counter(), 0
 
     def on_epoch_end(self, epoch, logs=None):
-        logs["seconds"] = round(time.perf_counter() - self.start, 1)
-        if self.budget_s and logs["seconds"] >= self.budget_s:
+        session_s = time.perf_counter() - self.session_start
+        self.session_epochs += 1
+        logs["seconds"] = round(self.offset_s + session_s, 1)
+        next_end = self.offset_s + session_s * (self.session_epochs + 1) / self.session_epochs
+        if self.budget_s and next_end > self.budget_s:
             self.model.stop_training = True
 
 

