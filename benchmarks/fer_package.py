@@ -39,6 +39,7 @@ def fer_package_model() -> keras.Model:
     x = keras.layers.Resizing(*size, interpolation="bilinear")(inputs)
     x = keras.layers.Rescaling(2 / 255, offset=-1)(x)
     proba = inner(x)
+    proba = proba[0] if isinstance(proba, (list, tuple)) else proba  # a one-output list
     order = [FER_CLASSES.index(name) for name in CLASSES]
     outputs = keras.layers.Lambda(lambda p: keras.ops.take(p, order, axis=-1))(proba)
     return keras.Model(inputs, outputs, name="fer_package")

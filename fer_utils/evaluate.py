@@ -25,9 +25,14 @@ def confidence_interval(statistic, labels, predicted, *, n_resamples: int = 1000
     return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
 
 
+def _top_class(labels, proba):
+    """Confidence of the predicted class and whether it is right, per image."""
+    return proba.max(axis=1), (proba.argmax(axis=1) == labels)
+
+
 def expected_calibration_error(labels, proba, n_bins: int = 10) -> float:
     """Weighted mean gap between confidence and accuracy over equal-width confidence bins."""
-    confidence, correct = proba.max(axis=1), (proba.argmax(axis=1) == labels)
+    confidence, correct = _top_class(labels, proba)
     edges = np.linspace(0, 1, n_bins + 1)
     bins = np.clip(np.digitize(confidence, edges[1:-1]), 0, n_bins - 1)
     gaps = [abs(correct[bins == b].mean() - confidence[bins == b].mean()) * (bins == b).mean()
@@ -37,9 +42,9 @@ def expected_calibration_error(labels, proba, n_bins: int = 10) -> float:
 
 def reliability(labels, proba, n_bins: int = 10):
     """``(mean confidence, accuracy)`` per confidence bin of the top class (sklearn)."""
-    correct = (proba.argmax(axis=1) == labels).astype(int)
-    accuracy, confidence = calibration_curve(correct, proba.max(axis=1), n_bins=n_bins)
-    return confidence, accuracy
+    confidence, correct = _top_class(labels, proba)
+    accuracy, mean_confidence = calibration_curve(correct.astype(int), confidence, n_bins=n_bins)
+    return mean_confidence, accuracy
 
 
 def score(labels, proba, *, usage: str = "", n_resamples: int = 1000, seed: int = 0) -> dict:

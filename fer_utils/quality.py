@@ -27,13 +27,17 @@ def blank_counts(dataset: Dataset, max_std: float = BLANK_MAX_STD) -> dict[str, 
     return {u: int(mask[dataset.usages == u].sum()) for u in dataset.present_usages()}
 
 
+def image_digests(images: np.ndarray) -> list[str]:
+    """A digest of each image's pixels: equal digests mean equal images."""
+    return [hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest() for image in images]
+
+
 def duplicate_groups(images: np.ndarray) -> pd.DataFrame:
     """Exact duplicates: one row per image that shares its pixels with another.
 
     Columns: ``index`` (into ``images``) and ``group`` (images with equal pixels share it).
     """
-    digests = [hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest() for image in images]
-    frame = pd.DataFrame({"index": np.arange(len(images)), "digest": digests})
+    frame = pd.DataFrame({"index": np.arange(len(images)), "digest": image_digests(images)})
     frame = frame[frame.duplicated("digest", keep=False)]
     frame["group"] = frame.groupby("digest", sort=False).ngroup()
     return frame[["index", "group"]].reset_index(drop=True)
@@ -66,6 +70,8 @@ def duplicate_summary(dataset: Dataset, *, include_blank: bool = False,
 def train_test_duplicates(dataset: Dataset, max_std: float = BLANK_MAX_STD) -> np.ndarray:
     """Mask of non-blank Training images whose exact pixels also appear in a test usage."""
     candidates = ~blank_mask(dataset.images, max_std)
-    test_pixels = {image.tobytes() for image in dataset.images[candidates & (dataset.usages != "Training")]}
-    return np.array([ok and u == "Training" and image.tobytes() in test_pixels
-                     for image, u, ok in zip(dataset.images, dataset.usages, candidates)], dtype=bool)
+    test_digests = set(image_digests(dataset.images[candidates & (dataset.usages != "Training")]))
+    training = np.flatnonzero(candidates & (dataset.usages == "Training"))
+    mask = np.zeros(len(dataset), bool)
+    mask[training] = [digest in test_digests for digest in image_digests(dataset.images[training])]
+    return mask

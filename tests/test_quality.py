@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from fer_utils.data import Dataset
-from fer_utils.quality import (blank_counts, blank_mask, duplicate_groups, duplicate_summary,
+from fer_utils.quality import (blank_counts, blank_mask, duplicate_groups, duplicate_summary, image_digests,
                                train_test_duplicates)
 
 
@@ -32,6 +32,13 @@ def test_blank_mask_threshold():
 def test_blank_counts_per_usage():
     ds = make([BLACK, img(1), WHITE, img(2)], ["Training", "Training", "PublicTest", "PublicTest"])
     assert blank_counts(ds) == {"Training": 1, "PublicTest": 1}
+
+
+def test_image_digests_are_equal_exactly_for_equal_pixels():
+    images = np.zeros((3, 48, 48), np.uint8)
+    images[2, 0, 0] = 1
+    digests = image_digests(images)
+    assert len(digests) == 3 and digests[0] == digests[1] != digests[2]
 
 
 def test_duplicate_groups_find_equal_images_only():
