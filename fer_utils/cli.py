@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 from fer_utils import CLASSES, DataError
 
@@ -58,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--out", help="run folder (default: reports/<data name>-<profile>)")
     sub.add_argument("--profile", default="smoke", choices=("smoke", "demo", "full"))
     sub.add_argument("--force", action="store_true", help="replace this data's earlier run in --out")
+
+    sub = command("report", cmd_report, "Rewrite a run folder's report.md and report.html from its files.")
+    sub.add_argument("run_dir", help="run folder written by the pipeline")
 
     sub = command("synthetic", cmd_synthetic, "Write a synthetic FER-like dataset (folder or .zip).")
     sub.add_argument("out", help="folder or .zip path to create")
@@ -119,6 +123,14 @@ def cmd_pipeline(args) -> None:
     from fer_utils.pipeline import run_pipeline  # noqa: PLC0415
     run_dir = run_pipeline(args.data, args.out, profile=args.profile, force=args.force)
     print(f"run folder: {run_dir}")
+
+
+def cmd_report(args) -> None:
+    from fer_utils.report import write_report  # noqa: PLC0415
+    if not (Path(args.run_dir) / "manifest.json").exists():
+        raise FileNotFoundError(f"{args.run_dir}: not a run folder (no manifest.json)")
+    for path in write_report(args.run_dir):
+        print(f"wrote {path}")
 
 
 def cmd_synthetic(args) -> None:

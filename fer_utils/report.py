@@ -10,6 +10,10 @@ import markdown
 #: The seed report's own numbers, shown beside every run's.
 SEED_REPORT = {"validation accuracy": 0.628, "test accuracy with TTA": 0.6435}
 METRICS = "metrics.json"
+#: Optional files of a run folder that the report includes: the `fer` package comparison
+#: (``benchmarks/fer_package.py --out``) and a hand-written discussion.
+FER_PACKAGE = "fer_package.json"
+DISCUSSION = "discussion.md"
 
 
 def read_json(path, default=None):
@@ -77,6 +81,15 @@ def build_markdown(run_dir) -> str:
                          "macro-F1", "macro-F1, random TTA"], rows) + [""]
     lines += ["### The seed report, for comparison", ""]
     lines += _table(["seed report", "value"], [[k, _pct(v)] for k, v in SEED_REPORT.items()]) + [""]
+    comparison = read_json(run / FER_PACKAGE)
+    if comparison:
+        lines += ["### Against the `fer` package's model", "",
+                  "Same images, same metrics; TTA = the deterministic 10 views (`benchmarks/fer_package.py`).", ""]
+        lines += _table(["model", "split", "images", "accuracy", "accuracy, TTA", "macro-F1", "parameters",
+                         "images/s"],
+                        [[name, r["usage"], r["n"], _ci(r, "accuracy"), _ci(r["tta"], "accuracy"), _ci(r, "macro_f1"),
+                          f"{r['parameters']:,}", f"{r['images_per_second']:.0f}"] for name, r in comparison.items()])
+        lines += [""]
     analysis = metrics.get("analysis")
     if analysis:
         lines += [f"## Errors of `{analysis['model']}` on {analysis['split']}", "",
@@ -87,6 +100,8 @@ def build_markdown(run_dir) -> str:
         lines += _table(["class", "precision", "recall", "F1", "support"],
                         [[c, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", v["support"]]
                          for c, v in analysis["per_class"].items()]) + [""]
+    if (run / DISCUSSION).exists():
+        lines += ["## Discussion", "", (run / DISCUSSION).read_text().strip(), ""]
     figures = sorted((run / "figures").glob("*.png"))
     if figures:
         lines += ["## Figures", ""] + [f"- [{f.stem}](figures/{f.name}) ([PDF](figures/{f.stem}.pdf))"

@@ -10,6 +10,7 @@ Copies of a batch are predicted in one call, so N copies cost about N plain pred
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from fer_utils.augment import build_augmentation
 from fer_utils.evaluate import score
@@ -19,6 +20,8 @@ from fer_utils.inference import model_input, predict_proba
 DETERMINISTIC_VIEWS = [(False, 0, 0), (True, 0, 0)] + [
     (mirror, dx, dy) for dx, dy in ((2, 0), (-2, 0), (0, 2), (0, -2)) for mirror in (False, True)]
 SHIFT_PAD = 2
+#: The scored variants of :func:`tta_study`.
+VARIANTS = ("plain", "tta_random", "tta_deterministic")
 
 
 def deterministic_view(images: np.ndarray, mirror: bool, dx: int, dy: int) -> np.ndarray:
@@ -76,3 +79,19 @@ def tta_study(model, images: np.ndarray, labels: np.ndarray, *, n: int = 10, max
             "tta_random": score(labels, copies[:n].mean(axis=0), seed=seed),
             "tta_deterministic": score(labels, deterministic, seed=seed),
             "accuracy_by_copies": accuracy_by_copies(copies[:max_copies], labels).round(5).tolist()}
+
+
+def study_scores(studies: dict) -> dict:
+    """``{model: {split: {variant: score}}}`` of ``{model: {split: tta_study}}``, without the
+    per-copy curve: what ``metrics.json`` keeps."""
+    return {name: {split: {v: study[v] for v in VARIANTS} for split, study in by_split.items()}
+            for name, by_split in studies.items()}
+
+
+def study_table(studies: dict) -> pd.DataFrame:
+    """Accuracy with its 95% interval and macro-F1, one row per model, split and variant."""
+    rows = [{"model": name, "split": split, "variant": variant, "accuracy": round(r["accuracy"], 4),
+             "accuracy 95% CI": [round(v, 4) for v in r["accuracy_ci"]], "macro-F1": round(r["macro_f1"], 4)}
+            for name, by_split in study_scores(studies).items() for split, by_variant in by_split.items()
+            for variant, r in by_variant.items()]
+    return pd.DataFrame(rows).set_index(["model", "split", "variant"])

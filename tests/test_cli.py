@@ -13,7 +13,7 @@ from .conftest import write_zip
 def test_help_lists_the_commands():
     result = subprocess.run([sys.executable, "-m", "fer_utils", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
-    for command in ("summary", "pipeline", "synthetic", "train"):
+    for command in ("summary", "pipeline", "report", "synthetic", "evaluate", "predict", "train"):
         assert command in result.stdout
 
 
@@ -62,3 +62,12 @@ def test_missing_data_argument_is_a_usage_error():
     with pytest.raises(SystemExit) as exit_info:
         main(["summary"])
     assert exit_info.value.code == 2
+
+
+def test_report_command_rewrites_the_report_or_names_the_bad_folder(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert f"error: {tmp_path}: not a run folder (no manifest.json)" in capsys.readouterr().err
+    (tmp_path / "manifest.json").write_text(json.dumps({"data": {"synthetic": True}}))
+    assert main(["report", str(tmp_path)]) == 0
+    assert (tmp_path / "report.md").read_text().startswith("# FER report (synthetic data, not FER2013)")
+    assert "report.html" in capsys.readouterr().out

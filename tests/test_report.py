@@ -42,3 +42,15 @@ def test_synthetic_run_says_so_in_the_title(tmp_path):
     write_report(tmp_path)
     assert (tmp_path / "report.md").read_text().startswith("# FER report (synthetic data, not FER2013)")
     assert "<title>FER report (synthetic data, not FER2013)</title>" in (tmp_path / "report.html").read_text()
+
+
+def test_fer_package_comparison_and_discussion_are_included_when_present(tmp_path):
+    make_run(tmp_path, synthetic=False)
+    assert "fer` package" not in build_markdown(tmp_path) and "## Discussion" not in build_markdown(tmp_path)
+    result = {**fake_score(0.65), "usage": "PublicTest", "tta": fake_score(0.67), "parameters": 58423,
+              "images_per_second": 972.4}
+    (tmp_path / "fer_package.json").write_text(json.dumps({"fer package": result}))
+    (tmp_path / "discussion.md").write_text("The seed CNN trained for 30 minutes only.\n")
+    text = build_markdown(tmp_path)
+    assert "| fer package | PublicTest | 100 | 65.00% [60.0, 70.0] | 67.00% [62.0, 72.0] | 55.00% [50.0, 60.0] | 58,423 | 972 |" in text
+    assert "## Discussion\n\nThe seed CNN trained for 30 minutes only.\n" in text

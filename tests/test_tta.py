@@ -2,8 +2,8 @@ import keras
 import numpy as np
 import pytest
 
-from fer_utils.tta import (DETERMINISTIC_VIEWS, accuracy_by_copies, deterministic_view, tta_copies, tta_predict,
-                           tta_study)
+from fer_utils.tta import (DETERMINISTIC_VIEWS, VARIANTS, accuracy_by_copies, deterministic_view, study_scores,
+                           study_table, tta_copies, tta_predict, tta_study)
 
 
 @pytest.fixture
@@ -68,3 +68,17 @@ def test_study_reports_plain_beside_both_variants(model):
     study = tta_study(model, IMAGES, labels, n=3, max_copies=4)
     assert set(study) == {"plain", "tta_random", "tta_deterministic", "accuracy_by_copies"}
     assert len(study["accuracy_by_copies"]) == 4 and study["plain"]["n"] == 30
+
+
+def test_study_scores_and_table_cover_every_model_split_and_variant(model):
+    labels = np.arange(len(IMAGES)) % 7
+    study = tta_study(model, IMAGES, labels, n=2, max_copies=2)
+    studies = {"a": {"PublicTest": study}, "b": {"PublicTest": study, "PrivateTest": study}}
+    scores = study_scores(studies)
+    assert scores["b"]["PrivateTest"].keys() == set(VARIANTS)
+    assert scores["a"]["PublicTest"]["plain"] is study["plain"]
+    table = study_table(studies)
+    assert len(table) == 3 * len(VARIANTS)
+    row = table.loc[("b", "PrivateTest", "tta_random")]
+    assert row["accuracy"] == round(study["tta_random"]["accuracy"], 4)
+    assert row["accuracy 95% CI"] == [round(v, 4) for v in study["tta_random"]["accuracy_ci"]]
