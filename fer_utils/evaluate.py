@@ -25,6 +25,17 @@ def confidence_interval(statistic, labels, predicted, *, n_resamples: int = 1000
     return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
 
 
+def accuracy_gain(labels, base_proba, new_proba, *, n_resamples: int = 1000, seed: int = 0) -> dict:
+    """Accuracy of ``new_proba`` minus that of ``base_proba`` on the same images, with a
+    paired percentile bootstrap 95% interval: ``{"gain": g, "gain_ci": [low, high]}``."""
+    labels = np.asarray(labels)
+    difference = ((np.asarray(new_proba).argmax(axis=1) == labels).astype(float)
+                  - (np.asarray(base_proba).argmax(axis=1) == labels))
+    result = bootstrap((difference,), np.mean, n_resamples=n_resamples, method="percentile", random_state=seed)
+    return {"gain": float(difference.mean()),
+            "gain_ci": [float(result.confidence_interval.low), float(result.confidence_interval.high)]}
+
+
 def _top_class(labels, proba):
     """Confidence of the predicted class and whether it is right, per image."""
     return proba.max(axis=1), (proba.argmax(axis=1) == labels)

@@ -8,7 +8,7 @@ import numpy as np
 
 from fer_utils import CLASSES, DataError
 from fer_utils.data import Dataset
-from fer_utils.evaluate import score
+from fer_utils.evaluate import accuracy_gain, score
 from fer_utils.faces import annotate, crop_faces, detect_faces, read_gray
 from fer_utils.inference import predict_proba
 from fer_utils.quality import blank_mask
@@ -45,14 +45,16 @@ def evaluate_model(model, dataset: Dataset, usage: str, *, tta: int = 0, tta_mod
     part = dataset.usage(usage)
     blank = np.zeros(len(part), bool) if keep_blank else blank_mask(part.images)
     part = part.subset(~blank)
-    result = score(part.labels, predict_proba(model, part.images), usage=usage, seed=seed)
+    proba = predict_proba(model, part.images)
+    result = score(part.labels, proba, usage=usage, seed=seed)
     result.update(data=Path(dataset.source).name, synthetic=dataset.synthetic, blank_removed=int(blank.sum()),
                   tta=None)
     if tta:
-        tta_result = score(part.labels, tta_predict(model, part.images, tta, mode=tta_mode, seed=seed),
-                           usage=usage, seed=seed)
+        tta_proba = tta_predict(model, part.images, tta, mode=tta_mode, seed=seed)
+        tta_result = score(part.labels, tta_proba, usage=usage, seed=seed)
         result["tta"] = {"n": tta, "mode": tta_mode,
-                         **{k: tta_result[k] for k in ("accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci")}}
+                         **{k: tta_result[k] for k in ("accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci")},
+                         **accuracy_gain(part.labels, proba, tta_proba, seed=seed)}
     return result
 
 

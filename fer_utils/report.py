@@ -40,6 +40,14 @@ def _ci(result: dict, key: str) -> str:
     return f"{_pct(result[key])} [{100 * low:.1f}, {100 * high:.1f}]"
 
 
+def _gain(result: dict) -> str:
+    """A TTA variant's paired gain over plain, in points with its interval ("-" if not recorded)."""
+    if "gain" not in result:
+        return "-"
+    low, high = result["gain_ci"]
+    return f"{100 * result['gain']:+.2f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
 def _table(header, rows) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -73,22 +81,24 @@ def build_markdown(run_dir) -> str:
         for split, results in splits.items():
             rows.append([model, split, results["plain"]["n"], _ci(results["plain"], "accuracy"),
                          _ci(results["tta_random"], "accuracy"), _ci(results["tta_deterministic"], "accuracy"),
-                         _ci(results["plain"], "macro_f1"), _ci(results["tta_random"], "macro_f1")])
+                         _gain(results["tta_random"]), _ci(results["plain"], "macro_f1"),
+                         _ci(results["tta_random"], "macro_f1")])
     if rows:
         lines += ["## Results", "", "Accuracy and macro-F1 with bootstrap 95% confidence intervals; "
                   "TTA = test-time augmentation (random: the seed's method; deterministic: fixed views).", ""]
         lines += _table(["model", "split", "images", "accuracy", "accuracy, random TTA", "accuracy, deterministic TTA",
-                         "macro-F1", "macro-F1, random TTA"], rows) + [""]
+                         "random TTA gain (paired)", "macro-F1", "macro-F1, random TTA"], rows) + [""]
     lines += ["### The seed report, for comparison", ""]
     lines += _table(["seed report", "value"], [[k, _pct(v)] for k, v in SEED_REPORT.items()]) + [""]
     comparison = read_json(run / FER_PACKAGE)
     if comparison:
         lines += ["### Against the `fer` package's model", "",
                   "Same images, same metrics; TTA = the deterministic 10 views (`benchmarks/fer_package.py`).", ""]
-        lines += _table(["model", "split", "images", "accuracy", "accuracy, TTA", "macro-F1", "parameters",
-                         "images/s"],
-                        [[name, r["usage"], r["n"], _ci(r, "accuracy"), _ci(r["tta"], "accuracy"), _ci(r, "macro_f1"),
-                          f"{r['parameters']:,}", f"{r['images_per_second']:.0f}"] for name, r in comparison.items()])
+        lines += _table(["model", "split", "images", "accuracy", "accuracy, TTA", "TTA gain (paired)", "macro-F1",
+                         "parameters", "images/s"],
+                        [[name, r["usage"], r["n"], _ci(r, "accuracy"), _ci(r["tta"], "accuracy"), _gain(r["tta"]),
+                          _ci(r, "macro_f1"), f"{r['parameters']:,}", f"{r['images_per_second']:.0f}"]
+                         for name, r in comparison.items()])
         lines += [""]
     analysis = metrics.get("analysis")
     if analysis:

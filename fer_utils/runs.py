@@ -70,19 +70,27 @@ def git_commit() -> str | None:
 
 def write_manifest(run_dir, *, kind: str, parameters: dict, data_source: str, data_hash: str,
                    synthetic: bool, extra: dict | None = None) -> Path:
-    """Write ``manifest.json``: parameters, data source and hash, versions, git commit."""
+    """Write ``manifest.json``: parameters, data source and hash, versions, git commit.
+
+    Rewriting a run's manifest (progress, a resumed run) keeps its ``created`` time and
+    ``git_commit``, the code it started from; a different current commit goes to
+    ``git_commit_last``.
+    """
+    path = Path(run_dir) / MANIFEST
+    earlier = json.loads(path.read_text()) if path.exists() else {}
+    commit = git_commit()
     manifest = {
         "kind": kind,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": earlier.get("created") or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "parameters": parameters,
         "data": {"source": str(data_source), "sha256": data_hash, "synthetic": synthetic},
-        "git_commit": git_commit(),
+        "git_commit": earlier.get("git_commit", commit),
+        **({"git_commit_last": commit} if earlier and earlier.get("git_commit") != commit else {}),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "packages": package_versions(),
         **(extra or {}),
     }
-    path = Path(run_dir) / MANIFEST
     path.write_text(json.dumps(manifest, indent=2) + "\n")
     return path
 

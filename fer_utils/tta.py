@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from fer_utils.augment import build_augmentation
-from fer_utils.evaluate import score
+from fer_utils.evaluate import accuracy_gain, score
 from fer_utils.inference import model_input, predict_proba
 
 #: (mirror, dx, dy) of the deterministic views, in the order they are used.
@@ -71,13 +71,16 @@ def tta_study(model, images: np.ndarray, labels: np.ndarray, *, n: int = 10, max
     """Plain prediction beside random TTA (``n`` copies) and deterministic TTA (all views).
 
     Returns the :func:`fer_utils.evaluate.score` of each (``plain``, ``tta_random``,
-    ``tta_deterministic``) and ``accuracy_by_copies`` for 1 to ``max_copies`` random copies.
+    ``tta_deterministic``; the TTA ones add their paired ``gain`` over plain and its
+    ``gain_ci``) and ``accuracy_by_copies`` for 1 to ``max_copies`` random copies.
     """
     copies = tta_copies(model, images, max(n, max_copies), mode="random", seed=seed)
-    deterministic = tta_predict(model, images, len(DETERMINISTIC_VIEWS), mode="deterministic")
-    return {"plain": score(labels, predict_proba(model, images), seed=seed),
-            "tta_random": score(labels, copies[:n].mean(axis=0), seed=seed),
-            "tta_deterministic": score(labels, deterministic, seed=seed),
+    plain = predict_proba(model, images)
+    variants = {"tta_random": copies[:n].mean(axis=0),
+                "tta_deterministic": tta_predict(model, images, len(DETERMINISTIC_VIEWS), mode="deterministic")}
+    return {"plain": score(labels, plain, seed=seed),
+            **{name: {**score(labels, proba, seed=seed), **accuracy_gain(labels, plain, proba, seed=seed)}
+               for name, proba in variants.items()},
             "accuracy_by_copies": accuracy_by_copies(copies[:max_copies], labels).round(5).tolist()}
 
 

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from fer_utils import CLASSES
-from fer_utils.evaluate import expected_calibration_error, most_confused, per_class_table, reliability, score
+from fer_utils.evaluate import (accuracy_gain, expected_calibration_error, most_confused, per_class_table, reliability,
+                                score)
 
 
 def one_hot(predicted, confidence=0.9):
@@ -54,3 +55,17 @@ def test_tables_of_a_result():
     confused = most_confused(result, top=2)
     assert confused.iloc[0][["true", "predicted", "images"]].tolist() == ["angry", "sad", 10]
     assert len(confused) == 2
+
+
+def test_accuracy_gain_is_paired_and_its_interval_brackets_it():
+    labels = np.arange(200) % 7
+    base = np.eye(7)[labels]
+    base[:50] = np.eye(7)[(labels[:50] + 1) % 7]  # 150 of 200 right
+    new = np.eye(7)[labels]
+    new[:30] = np.eye(7)[(labels[:30] + 1) % 7]   # 170 of 200 right, the same images wrong or fewer
+    result = accuracy_gain(labels, base, new)
+    assert result["gain"] == pytest.approx(0.1)
+    low, high = result["gain_ci"]
+    assert 0 < low < 0.1 < high < 0.2
+    same = accuracy_gain(labels, base, base)
+    assert same == {"gain": 0.0, "gain_ci": [0.0, 0.0]}

@@ -88,6 +88,8 @@ def test_evaluate_cli_json_schema_per_usage_with_tta(saved_model, synthetic_zip,
     assert set(result["per_class"]["sad"]) == {"precision", "recall", "f1", "support"}
     assert np.array(result["confusion"]).shape == (7, 7) and np.array(result["confusion"]).sum() == 31
     assert result["tta"]["n"] == 3 and 0 <= result["tta"]["accuracy"] <= 1
+    assert result["tta"]["gain"] == pytest.approx(result["tta"]["accuracy"] - result["accuracy"])
+    assert result["tta"]["gain_ci"][0] <= result["tta"]["gain"] <= result["tta"]["gain_ci"][1]
 
 
 def test_evaluate_defaults_to_public_test_and_reports_missing_usages(saved_model, synthetic_zip, capsys):

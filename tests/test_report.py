@@ -15,7 +15,9 @@ def make_run(run, synthetic):
                                                             "synthetic": synthetic}}))
     (run / "training.json").write_text(json.dumps([{"model": "vgg_gap", "best val_accuracy": 0.61,
                                                      "best epoch": 9, "epochs": 10, "minutes": 30.5}]))
-    update_metrics(run, "models", {"vgg_gap": {"PublicTest": {"plain": fake_score(0.6), "tta_random": fake_score(0.62),
+    update_metrics(run, "models", {"vgg_gap": {"PublicTest": {"plain": fake_score(0.6),
+                                                              "tta_random": {**fake_score(0.62), "gain": 0.02,
+                                                                             "gain_ci": [0.005, 0.035]},
                                                               "tta_deterministic": fake_score(0.615)}}})
 
 
@@ -29,7 +31,8 @@ def test_report_tables_seed_numbers_and_linked_figures(tmp_path):
     make_run(tmp_path, synthetic=False)
     text = build_markdown(tmp_path)
     assert text.startswith("# FER report: FER2013")
-    assert "| vgg_gap | PublicTest | 100 | 60.00% [55.0, 65.0] | 62.00% [57.0, 67.0] | 61.50% [56.5, 66.5]" in text
+    assert ("| vgg_gap | PublicTest | 100 | 60.00% [55.0, 65.0] | 62.00% [57.0, 67.0] | 61.50% [56.5, 66.5] "
+            "| +2.00 [+0.5, +3.5] |") in text
     assert "| validation accuracy | 62.80% |" in text and "| test accuracy with TTA | 64.35% |" in text
     assert "[04_learning_curves_vgg_gap](figures/04_learning_curves_vgg_gap.png)" in text
     md_path, html_path = write_report(tmp_path)
@@ -52,5 +55,6 @@ def test_fer_package_comparison_and_discussion_are_included_when_present(tmp_pat
     (tmp_path / "fer_package.json").write_text(json.dumps({"fer package": result}))
     (tmp_path / "discussion.md").write_text("The seed CNN trained for 30 minutes only.\n")
     text = build_markdown(tmp_path)
-    assert "| fer package | PublicTest | 100 | 65.00% [60.0, 70.0] | 67.00% [62.0, 72.0] | 55.00% [50.0, 60.0] | 58,423 | 972 |" in text
+    assert ("| fer package | PublicTest | 100 | 65.00% [60.0, 70.0] | 67.00% [62.0, 72.0] | - | 55.00% [50.0, 60.0] "
+            "| 58,423 | 972 |") in text
     assert "## Discussion\n\nThe seed CNN trained for 30 minutes only.\n" in text

@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from fer_utils import runs
 from fer_utils.runs import RunExistsError, claim_run_dir, package_versions, read_manifest, write_manifest
 
 
@@ -47,3 +48,17 @@ def test_package_versions_lists_installed_packages_only():
     versions = package_versions()
     assert versions["numpy"].count(".") >= 1 and "no-such-package" not in versions
     json.dumps(versions)
+
+
+def test_rewritten_manifest_keeps_the_starting_commit_and_time(tmp_path, monkeypatch):
+    options = dict(kind="train", parameters={}, data_source="x.zip", data_hash="ab", synthetic=False)
+    monkeypatch.setattr(runs, "git_commit", lambda: "aaa")
+    write_manifest(tmp_path, **options)
+    first = read_manifest(tmp_path)
+    write_manifest(tmp_path, **options, extra={"status": "running"})
+    assert "git_commit_last" not in read_manifest(tmp_path)
+    monkeypatch.setattr(runs, "git_commit", lambda: "bbb-dirty")
+    write_manifest(tmp_path, **options, extra={"status": "complete"})
+    manifest = read_manifest(tmp_path)
+    assert (manifest["git_commit"], manifest["git_commit_last"]) == ("aaa", "bbb-dirty")
+    assert manifest["created"] == first["created"] and manifest["status"] == "complete"

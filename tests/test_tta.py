@@ -68,6 +68,10 @@ def test_study_reports_plain_beside_both_variants(model):
     study = tta_study(model, IMAGES, labels, n=3, max_copies=4)
     assert set(study) == {"plain", "tta_random", "tta_deterministic", "accuracy_by_copies"}
     assert len(study["accuracy_by_copies"]) == 4 and study["plain"]["n"] == 30
+    for variant in ("tta_random", "tta_deterministic"):
+        gain = study[variant]["accuracy"] - study["plain"]["accuracy"]
+        assert study[variant]["gain"] == pytest.approx(gain)
+        assert study[variant]["gain_ci"][0] <= study[variant]["gain"] <= study[variant]["gain_ci"][1]
 
 
 def test_study_scores_and_table_cover_every_model_split_and_variant(model):
