@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from fer_utils.models import MODELS, build_model, parameter_counts
+from fer_utils.models import MODELS, build_model, flops_per_image, parameter_counts
 
 
 def test_seed_cnn_has_the_reports_parameter_counts():
@@ -45,3 +45,17 @@ def test_same_seed_same_initial_weights():
 def test_unknown_model_name():
     with pytest.raises(ValueError, match="unknown model 'resnet9000' .choose from seed_cnn"):
         build_model("resnet9000")
+
+
+def test_vgg_lean_drops_one_full_resolution_convolution():
+    lean, full = build_model("vgg_lean"), build_model("vgg_gap")
+    convs_at_48 = lambda m: sum(isinstance(l, keras.layers.Conv2D) and l.output.shape[1] == 48  # noqa: E731
+                                for l in m.layers)
+    assert (convs_at_48(lean), convs_at_48(full)) == (1, 2)
+    assert flops_per_image(full) - flops_per_image(lean) == 2 * 48 * 48 * 3 * 3 * 32 * 32
+    assert lean.name == "vgg_lean"
+
+
+def test_vgg_gap_needs_one_convolution_count_per_block():
+    with pytest.raises(ValueError, match=r"convs \(2, 2\) must give one count per block of widths \(32, 64, 128\)"):
+        build_model("vgg_gap", widths=(32, 64, 128), convs=(2, 2))
