@@ -8,7 +8,6 @@ and the mixed_bfloat16 / float32 ratio of (a). Synthetic data; each figure is th
 """
 
 import argparse
-import time
 
 import keras
 import numpy as np
@@ -18,6 +17,7 @@ from fer_utils.augment import build_augmentation
 from fer_utils.inference import model_input
 from fer_utils.models import DEFAULT_CHANNELS, build_model
 from fer_utils.train import make_dataset
+from timing import best_seconds
 
 
 def images_per_second(policy: str, model_name: str, n: int, batch: int, pipeline: bool, repeats: int) -> float:
@@ -37,12 +37,7 @@ def images_per_second(policy: str, model_name: str, n: int, batch: int, pipeline
         y = tf.constant(np.eye(7, dtype=np.float32)[labels])
         data = tf.data.Dataset.from_tensors((x, y)).unbatch().batch(batch).cache()
     model.fit(data.take(4), epochs=1, verbose=0)  # warm-up: tracing and the first cache pass
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.fit(data, epochs=1, verbose=0)
-        seconds.append(time.perf_counter() - start)
-    return n / min(seconds)
+    return n / best_seconds(lambda: model.fit(data, epochs=1, verbose=0), repeats)
 
 
 def main():

@@ -8,11 +8,11 @@ import numpy as np
 
 from fer_utils import CLASSES, DataError
 from fer_utils.data import Dataset
-from fer_utils.evaluate import accuracy_gain, score
+from fer_utils.evaluate import score
 from fer_utils.faces import annotate, crop_faces, detect_faces, read_gray
 from fer_utils.inference import predict_proba
 from fer_utils.quality import blank_mask
-from fer_utils.tta import tta_predict
+from fer_utils.tta import tta_predict, tta_score
 
 #: The project's shipped model, used when no ``--model`` is given.
 DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model" / "model.keras"
@@ -51,10 +51,9 @@ def evaluate_model(model, dataset: Dataset, usage: str, *, tta: int = 0, tta_mod
                   tta=None)
     if tta:
         tta_proba = tta_predict(model, part.images, tta, mode=tta_mode, seed=seed)
-        tta_result = score(part.labels, tta_proba, usage=usage, seed=seed)
-        result["tta"] = {"n": tta, "mode": tta_mode,
-                         **{k: tta_result[k] for k in ("accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci")},
-                         **accuracy_gain(part.labels, proba, tta_proba, seed=seed)}
+        tta_result = tta_score(part.labels, proba, tta_proba, usage=usage, seed=seed)
+        result["tta"] = {"n": tta, "mode": tta_mode, **{k: tta_result[k] for k in (
+            "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci", "gain", "gain_ci")}}
     return result
 
 

@@ -35,17 +35,20 @@ def _pct(value) -> str:
     return f"{100 * value:.2f}%"
 
 
+def _with_interval(value: float, interval, *, signed: bool = False) -> str:
+    """``value`` and its 95% interval in percent (points when ``signed``)."""
+    sign, unit = ("+", "") if signed else ("", "%")
+    low, high = interval
+    return f"{100 * value:{sign}.2f}{unit} [{100 * low:{sign}.1f}, {100 * high:{sign}.1f}]"
+
+
 def _ci(result: dict, key: str) -> str:
-    low, high = result[f"{key}_ci"]
-    return f"{_pct(result[key])} [{100 * low:.1f}, {100 * high:.1f}]"
+    return _with_interval(result[key], result[f"{key}_ci"])
 
 
 def _gain(result: dict) -> str:
     """A TTA variant's paired gain over plain, in points with its interval ("-" if not recorded)."""
-    if "gain" not in result:
-        return "-"
-    low, high = result["gain_ci"]
-    return f"{100 * result['gain']:+.2f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+    return _with_interval(result["gain"], result["gain_ci"], signed=True) if "gain" in result else "-"
 
 
 def _table(header, rows) -> list[str]:

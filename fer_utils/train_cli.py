@@ -33,8 +33,10 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_training(args) -> None:
-    """Load and prepare the data, claim the run folder, train, print the best validation score."""
+    """Load and prepare the data, claim the run folder, train, plot the learning curves into
+    ``figures/``, print the best validation score."""
     from fer_utils.data import load_dataset  # noqa: PLC0415
+    from fer_utils.plots import learning_curves, save_fig  # noqa: PLC0415
     from fer_utils.prepare import prepare  # noqa: PLC0415
     from fer_utils.runs import claim_run_dir, write_manifest  # noqa: PLC0415
     from fer_utils.train import load_history, train  # noqa: PLC0415
@@ -54,6 +56,8 @@ def run_training(args) -> None:
     start = time.perf_counter()
     train(prepared, config, run_dir, resume=args.resume)
     history = load_history(run_dir)
+    save_fig(learning_curves(history, f"Learning curves: {config.model}"), "learning_curves", run_dir,
+             synthetic=dataset.synthetic)
     best = history.loc[history["val_accuracy"].idxmax()]
     print(f"best validation accuracy {best['val_accuracy']:.4f} at epoch {int(best['epoch']) + 1} "
           f"of {len(history)}; {time.perf_counter() - start:.0f} s this session; model: {run_dir / 'model.keras'}")

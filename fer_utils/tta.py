@@ -66,6 +66,13 @@ def accuracy_by_copies(copies: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return (running.argmax(axis=2) == labels[None, :]).mean(axis=1)
 
 
+def tta_score(labels, plain_proba, tta_proba, *, seed: int = 0, **score_options) -> dict:
+    """:func:`fer_utils.evaluate.score` of TTA predictions, with their paired ``gain`` in
+    accuracy over the plain predictions of the same images and its ``gain_ci``."""
+    return {**score(labels, tta_proba, seed=seed, **score_options),
+            **accuracy_gain(labels, plain_proba, tta_proba, seed=seed)}
+
+
 def tta_study(model, images: np.ndarray, labels: np.ndarray, *, n: int = 10, max_copies: int = 20,
               seed: int = 0) -> dict:
     """Plain prediction beside random TTA (``n`` copies) and deterministic TTA (all views).
@@ -79,8 +86,7 @@ def tta_study(model, images: np.ndarray, labels: np.ndarray, *, n: int = 10, max
     variants = {"tta_random": copies[:n].mean(axis=0),
                 "tta_deterministic": tta_predict(model, images, len(DETERMINISTIC_VIEWS), mode="deterministic")}
     return {"plain": score(labels, plain, seed=seed),
-            **{name: {**score(labels, proba, seed=seed), **accuracy_gain(labels, plain, proba, seed=seed)}
-               for name, proba in variants.items()},
+            **{name: tta_score(labels, plain, proba, seed=seed) for name, proba in variants.items()},
             "accuracy_by_copies": accuracy_by_copies(copies[:max_copies], labels).round(5).tolist()}
 
 

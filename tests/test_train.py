@@ -101,6 +101,7 @@ def test_killed_run_resumes_from_its_checkpoint_and_ends_at_the_same_epoch(synth
     assert epochs[-1] == 4 and sorted(set(epochs)) == [0, 1, 2, 3, 4]
     assert f"Epoch {done_before + 1}/5" in output and "Epoch 1/5" not in output
     assert not (out / "backup").exists() and (out / "model.keras").exists()
+    assert (out / "figures" / "learning_curves.png").stat().st_size > 10_000
 
 
 def test_mirrored_strategy_on_two_logical_cpus(synthetic_zip, tmp_path):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from fer_utils.tta import (DETERMINISTIC_VIEWS, VARIANTS, accuracy_by_copies, deterministic_view, study_scores,
-                           study_table, tta_copies, tta_predict, tta_study)
+                           study_table, tta_copies, tta_predict, tta_score, tta_study)
 
 
 @pytest.fixture
@@ -86,3 +86,11 @@ def test_study_scores_and_table_cover_every_model_split_and_variant(model):
     row = table.loc[("b", "PrivateTest", "tta_random")]
     assert row["accuracy"] == round(study["tta_random"]["accuracy"], 4)
     assert row["accuracy 95% CI"] == [round(v, 4) for v in study["tta_random"]["accuracy_ci"]]
+
+
+def test_tta_score_adds_the_paired_gain_to_the_tta_score():
+    labels = np.array([0, 1, 2, 3])
+    plain, tta = np.eye(7)[[0, 0, 0, 3]], np.eye(7)[[0, 1, 2, 4]]
+    result = tta_score(labels, plain, tta, usage="PublicTest")
+    assert result["usage"] == "PublicTest" and result["accuracy"] == 0.75
+    assert result["gain"] == 0.25 and result["gain_ci"][0] <= 0.25 <= result["gain_ci"][1]
