@@ -37,6 +37,13 @@ def seed_cnn(input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), dropout: float = 0.25,
     return keras.Sequential(stack, name="seed_cnn")
 
 
+def _gap_classifier(inputs, features, dropout: float, name: str) -> keras.Model:
+    """The project's head on ``features``: global average pooling, dropout, float32 softmax."""
+    x = layers.Dropout(dropout)(layers.GlobalAveragePooling2D()(features))
+    outputs = layers.Dense(len(CLASSES), activation="softmax", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
 def vgg_gap(input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1), widths=(32, 64, 128, 256),
             dropout: float = 0.4, convs=(2, 2, 2, 2), name: str = "vgg_gap") -> keras.Model:
     """VGG-style CNN with global average pooling.
@@ -56,10 +63,7 @@ def vgg_gap(input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1), widths=(32, 64, 128, 256),
             x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
             x = layers.Activation("relu")(x)
         x = layers.MaxPooling2D(2)(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dropout(dropout)(x)
-    outputs = layers.Dense(len(CLASSES), activation="softmax", dtype="float32")(x)
-    return keras.Model(inputs, outputs, name=name)
+    return _gap_classifier(inputs, x, dropout, name)
 
 
 def vgg_lean(input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1), dropout: float = 0.4) -> keras.Model:
@@ -82,10 +86,7 @@ def res_gap(input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1), widths=(32, 64, 128, 256),
             x = layers.Activation("relu")(x) if i == 0 else x
         x = layers.Activation("relu")(layers.Add()([x, layers.BatchNormalization(momentum=BN_MOMENTUM)(shortcut)]))
         x = layers.MaxPooling2D(2)(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dropout(dropout)(x)
-    outputs = layers.Dense(len(CLASSES), activation="softmax", dtype="float32")(x)
-    return keras.Model(inputs, outputs, name="res_gap")
+    return _gap_classifier(inputs, x, dropout, "res_gap")
 
 
 #: name -> builder; every builder takes ``input_shape`` first.
