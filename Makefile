@@ -8,7 +8,7 @@ DATA ?=
 OUT ?=
 FER2013 ?= ../shared/data/fer2013.zip
 
-.PHONY: venv report fer2013 calibration test lab notebooks benchmark benchmark-fer clean
+.PHONY: venv report fer2013 calibration long-runs long-runs-status test lab notebooks benchmark benchmark-fer clean
 
 venv: $(VENV)/.installed
 
@@ -33,6 +33,15 @@ calibration: venv
 		--label-smoothing 0.1 --augmentation '{"shear": 0.0}' --time-budget 30 --out $(CALIBRATION) $(if $(FORCE),--force)
 	$(PY) -m fer_utils evaluate --data $(FER2013) --model $(CALIBRATION)/model.keras --usage PublicTest --tta 10 \
 		--json > $(CALIBRATION)/publictest.json
+
+# The long FER2013 runs of configs/long-runs.yaml, one after another in the background at low
+# priority, each from its pinned code, resumed where it stopped (log: runs/long-runs.log).
+long-runs: venv
+	$(PY) -m fer_utils long-runs start
+
+# Where the long runs stand; copies their histories and the table into reports/fer2013/long-runs/.
+long-runs-status: venv
+	$(PY) -m fer_utils long-runs status --write reports/fer2013/long-runs
 
 # pytest for fer_utils, nbval for every notebook, one papermill smoke run of the pipeline.
 test: venv

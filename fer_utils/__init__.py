@@ -19,3 +19,7 @@ IMAGE_SIZE = 48
 
 class DataError(ValueError):
     """Bad input data: the message names the file (and CSV row) and the problem."""
+
+
+class OptionError(ValueError):
+    """A command-line option or plan entry that cannot work: the message names it."""

@@ -13,9 +13,9 @@ import os
 import sys
 from pathlib import Path
 
-from fer_utils import CLASSES, DataError
+from fer_utils import CLASSES, DataError, OptionError
 
-EXPECTED_ERRORS = (DataError, FileExistsError, FileNotFoundError)
+EXPECTED_ERRORS = (DataError, OptionError, FileExistsError, FileNotFoundError)
 
 
 def main(argv=None) -> int:
@@ -26,18 +26,40 @@ def main(argv=None) -> int:
         return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     logging.getLogger("papermill").setLevel(logging.WARNING)  # the pipeline prints its own progress
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if args.tf_log else "2")
+    if args.handler in (cmd_train, cmd_evaluate, cmd_predict) and not args.tf_log:
+        import_tensorflow_quietly()
     from fer_utils.pipeline import PipelineError  # noqa: PLC0415 (keeps --help fast)
+    from fer_utils.runs import RunFinishedError  # noqa: PLC0415
     try:
         return args.handler(args) or 0
+    except RunFinishedError as finished:
+        print(finished)
+        return 0
     except (*EXPECTED_ERRORS, PipelineError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
 
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with file descriptor 2 sent to /dev/null: its C++ start-up lines
+    (absl's warning, the oneDNN notice) ignore ``TF_CPP_MIN_LOG_LEVEL`` and would reach
+    the terminal on every command. ``--tf-log`` shows them."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401, PLC0415
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fer_utils",
                                      description="fer-report: facial emotion recognition on FER2013.")
+    parser.add_argument("--tf-log", action="store_true", help="show TensorFlow's start-up and C++ log lines")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     def command(name, handler, help_text):
@@ -89,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     data_options(sub)
     from fer_utils.train_cli import add_train_options  # noqa: PLC0415
     add_train_options(sub)
+
+    sub = command("long-runs", cmd_long_runs, "Train the runs of a plan one after another, each from "
+                  "its pinned code, resuming where they stopped; or show where they stand.")
+    sub.add_argument("action", choices=("start", "run", "status"),
+                     help="start: in the background at low priority; run: in the foreground; status: a table")
+    sub.add_argument("--plan", default="configs/long-runs.yaml", help="plan file (default: %(default)s)")
+    sub.add_argument("--runs", help="folder of the run folders (default: runs/ of the project)")
+    sub.add_argument("--write", metavar="DIR", help="status: also copy histories and the table into DIR")
     return parser
 
 
@@ -179,3 +209,16 @@ def cmd_predict(args) -> int:
 def cmd_train(args) -> None:
     from fer_utils.train_cli import run_training  # noqa: PLC0415
     run_training(args)
+
+
+def cmd_long_runs(args) -> int:
+    from fer_utils import long_runs  # noqa: PLC0415
+    if args.action == "start":
+        print(f"long runs started in the background; log: {long_runs.start_detached(args.plan, args.runs)}")
+    elif args.action == "run":
+        return 1 if long_runs.run_plan(args.plan, args.runs, log=lambda line: print(line, flush=True)) else 0
+    else:
+        print(long_runs.status_table(args.plan, args.runs).to_string(index=False))
+        if args.write:
+            print(f"wrote {long_runs.write_status(args.plan, args.write, args.runs)}")
+    return 0

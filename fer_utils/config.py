@@ -9,23 +9,34 @@ from dataclasses import dataclass, field
 SEED_AUGMENTATION = {"rotation": 10.0, "shift": 0.1, "shear": 0.1, "zoom": 0.1,
                      "flip": True, "erasing": 0.0}
 
+#: Options a resumed run may change; every other one must match the run's saved config.
+RESUMABLE_CHANGES = ("epochs", "time_budget", "verbose")
+
 
 @dataclass
 class TrainConfig:
     """Every training option; the defaults are the project's recipe for ``vgg_gap``."""
 
     model: str = "vgg_gap"
+    model_options: dict = field(default_factory=dict)  # builder keywords: widths, dropout, ...
     epochs: int = 20
     batch_size: int = 64
     optimizer: str = "adamw"          # adam | adamw | sgd
     learning_rate: float = 1e-3
-    weight_decay: float = 1e-4        # adamw only
+    weight_decay: float = -1.0        # decoupled, any optimizer; -1: 1e-4 for adamw, 0 otherwise
+    momentum: float = 0.9             # sgd only
+    nesterov: bool = True             # sgd only
     schedule: str = "cosine"          # cosine | plateau | constant
     warmup_epochs: int = 1            # cosine only
+    plateau_monitor: str = "val_loss"  # plateau only: the metric whose stall cuts the rate
+    plateau_factor: float = 0.5
+    plateau_patience: int = 3
+    plateau_min_lr: float = 1e-6
     label_smoothing: float = 0.0
     class_weighted: bool = True       # the seed's weighted categorical cross-entropy
     augmentation: dict = field(default_factory=lambda: dict(SEED_AUGMENTATION))
     early_stopping: int = 0           # patience in epochs; 0 disables
+    early_stopping_monitor: str = "val_accuracy"
     time_budget: float = 0.0          # minutes of training not to exceed; 0: no limit
     precision: str = "auto"           # auto | mixed_bfloat16 | float32
     strategy: str = "default"         # default | mirrored | multiworker
@@ -35,7 +46,24 @@ class TrainConfig:
     def __post_init__(self):
         choices = {"optimizer": ("adam", "adamw", "sgd"), "schedule": ("cosine", "plateau", "constant"),
                    "precision": ("auto", "mixed_bfloat16", "float32"),
-                   "strategy": ("default", "mirrored", "multiworker")}
+                   "strategy": ("default", "mirrored", "multiworker"),
+                   "plateau_monitor": MONITORS, "early_stopping_monitor": MONITORS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        unknown = set(self.augmentation) - set(SEED_AUGMENTATION)
+        if unknown:
+            raise ValueError(f"unknown augmentation option(s): {', '.join(sorted(unknown))}")
+
+    @property
+    def decay(self) -> float:
+        """The weight decay actually applied (resolves the ``-1`` default)."""
+        if self.weight_decay >= 0:
+            return self.weight_decay
+        return 1e-4 if self.optimizer == "adamw" else 0.0
+
+
+MONITORS = ("val_loss", "val_accuracy")

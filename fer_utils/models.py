@@ -6,6 +6,8 @@ float32 softmax over the seven classes, so it trains under ``mixed_bfloat16`` sa
 
 from __future__ import annotations
 
+import inspect
+
 import keras
 from keras import layers
 
@@ -45,24 +47,29 @@ def _gap_classifier(inputs, features, dropout: float, name: str) -> keras.Model:
 
 
 def vgg_gap(input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1), widths=(32, 64, 128, 256),
-            dropout: float = 0.4, convs=(2, 2, 2, 2), name: str = "vgg_gap") -> keras.Model:
+            dropout: float = 0.4, convs=(2, 2, 2, 2), block_dropout=0.0, name: str = "vgg_gap") -> keras.Model:
     """VGG-style CNN with global average pooling.
 
     Per block ``[Conv2D 3x3 (no bias) -> BatchNorm -> ReLU] x convs -> MaxPool`` (two
-    convolutions per block by default); then global average pooling, dropout and the
-    softmax. About 1.2 M parameters, fewer FLOPs than a dense head would cost and much less
-    overfitting than the seed CNN's ``Flatten``.
+    convolutions per block by default), then ``Dropout(block_dropout)`` when it is above
+    zero (one rate for all blocks, or one per block); then global average pooling,
+    ``Dropout(dropout)`` and the softmax. About 1.2 M parameters by default, fewer FLOPs
+    than a dense head would cost and much less overfitting than the seed CNN's ``Flatten``.
     """
-    if len(convs) != len(widths):
-        raise ValueError(f"convs {tuple(convs)} must give one count per block of widths {tuple(widths)}")
+    rates = [block_dropout] * len(widths) if isinstance(block_dropout, (int, float)) else list(block_dropout)
+    for option, values in (("convs", convs), ("block_dropout", rates)):
+        if len(values) != len(widths):
+            raise ValueError(f"{option} {tuple(values)} must give one value per block of widths {tuple(widths)}")
     inputs = keras.Input(input_shape)
     x = layers.Rescaling(1 / 255)(inputs)
-    for filters, count in zip(widths, convs):
+    for filters, count, rate in zip(widths, convs, rates):
         for _ in range(count):
             x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
             x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
             x = layers.Activation("relu")(x)
         x = layers.MaxPooling2D(2)(x)
+        if rate:
+            x = layers.Dropout(rate)(x)
     return _gap_classifier(inputs, x, dropout, name)
 
 
@@ -95,10 +102,21 @@ MODELS = {"seed_cnn": seed_cnn, "vgg_gap": vgg_gap, "vgg_lean": vgg_lean, "res_g
 DEFAULT_CHANNELS = {"seed_cnn": 3, "vgg_gap": 1, "vgg_lean": 1, "res_gap": 1}
 
 
-def build_model(name: str, input_shape=None, **options) -> keras.Model:
-    """Build a registered model by name; ``input_shape`` defaults to its usual channels."""
+def check_model_options(name: str, options: dict) -> None:
+    """Refuse an unknown model name or an option its builder does not take, by name."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r} (choose from {', '.join(MODELS)})")
+    accepted = set(inspect.signature(MODELS[name]).parameters) - {"input_shape", "name"}
+    unknown = set(options) - accepted
+    if unknown:
+        raise ValueError(f"model {name} takes no option {', '.join(sorted(unknown))} "
+                         f"(it takes {', '.join(sorted(accepted)) or 'none'})")
+
+
+def build_model(name: str, input_shape=None, **options) -> keras.Model:
+    """Build a registered model by name with builder ``options``; ``input_shape`` defaults
+    to its usual channels."""
+    check_model_options(name, options)
     shape = input_shape or (IMAGE_SIZE, IMAGE_SIZE, DEFAULT_CHANNELS[name])
     return MODELS[name](shape, **options)
 

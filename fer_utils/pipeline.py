@@ -10,7 +10,7 @@ import yaml
 
 from fer_utils.data import load_dataset
 from fer_utils.report import write_report
-from fer_utils.runs import claim_run_dir, write_manifest
+from fer_utils.runs import RunLock, claim_run_dir, write_manifest
 from fer_utils.synthetic import default_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,34 +50,35 @@ def run_pipeline(data=None, out=None, *, profile: str = "smoke", force: bool = F
     dataset = load_dataset(source)  # validates the source and warms the cache for the notebooks
     name = "synthetic" if dataset.synthetic else source.stem
     run_dir = claim_run_dir(out or ROOT / "reports" / f"{name}-{profile}", dataset.source_hash, force=force)
-    base = {**config, "data": str(source.resolve()), "run_dir": str(run_dir.resolve()), "profile": profile}
-    status = {}
+    with RunLock(run_dir):  # one writer at a time
+        base = {**config, "data": str(source.resolve()), "run_dir": str(run_dir.resolve()), "profile": profile}
+        status = {}
 
-    def manifest(state: str) -> None:
-        write_manifest(run_dir, kind="pipeline", parameters=base, data_source=source.resolve(),
-                       data_hash=dataset.source_hash, synthetic=dataset.synthetic,
-                       extra={"status": state, "notebooks": status,
-                              "figures": sorted(p.name for p in (run_dir / "figures").glob("*"))})
+        def manifest(state: str) -> None:
+            write_manifest(run_dir, kind="pipeline", parameters=base, data_source=source.resolve(),
+                           data_hash=dataset.source_hash, synthetic=dataset.synthetic,
+                           extra={"status": state, "notebooks": status,
+                                  "figures": sorted(p.name for p in (run_dir / "figures").glob("*"))})
 
-    manifest("running")
-    paths = notebooks or notebook_paths()
-    (run_dir / "notebooks").mkdir(exist_ok=True)
-    for number, path in enumerate(paths, start=1):
-        declared = pm.inspect_notebook(str(path))
-        parameters = {key: value for key, value in base.items() if key in declared}
-        output = run_dir / "notebooks" / path.name
-        print(f"[{number}/{len(paths)}] {path.name}", flush=True)
-        start = time.perf_counter()
-        try:
-            pm.execute_notebook(str(path), str(output), parameters=parameters, cwd=str(path.parent),
-                                kernel_name="python3", progress_bar=True)
-        except pm.PapermillExecutionError as error:
-            status[path.name] = {"status": "failed", "cell": error.cell_index}
-            manifest("failed")
-            raise PipelineError(f"notebook {path.name} failed in cell {error.cell_index} "
-                                f"({error.ename}: {error.evalue}); executed copy: {output}") from None
-        status[path.name] = {"status": "ok", "seconds": round(time.perf_counter() - start, 1)}
-        print(f"      done in {status[path.name]['seconds']} s", flush=True)
-    manifest("complete")
-    write_report(run_dir)
+        manifest("running")
+        paths = notebooks or notebook_paths()
+        (run_dir / "notebooks").mkdir(exist_ok=True)
+        for number, path in enumerate(paths, start=1):
+            declared = pm.inspect_notebook(str(path))
+            parameters = {key: value for key, value in base.items() if key in declared}
+            output = run_dir / "notebooks" / path.name
+            print(f"[{number}/{len(paths)}] {path.name}", flush=True)
+            start = time.perf_counter()
+            try:
+                pm.execute_notebook(str(path), str(output), parameters=parameters, cwd=str(path.parent),
+                                    kernel_name="python3", progress_bar=True)
+            except pm.PapermillExecutionError as error:
+                status[path.name] = {"status": "failed", "cell": error.cell_index}
+                manifest("failed")
+                raise PipelineError(f"notebook {path.name} failed in cell {error.cell_index} "
+                                    f"({error.ename}: {error.evalue}); executed copy: {output}") from None
+            status[path.name] = {"status": "ok", "seconds": round(time.perf_counter() - start, 1)}
+            print(f"      done in {status[path.name]['seconds']} s", flush=True)
+        manifest("complete")
+        write_report(run_dir)
     return run_dir

@@ -51,7 +51,8 @@ def _gain(result: dict) -> str:
     return _with_interval(result["gain"], result["gain_ci"], signed=True) if "gain" in result else "-"
 
 
-def _table(header, rows) -> list[str]:
+def markdown_table(header, rows) -> list[str]:
+    """A Markdown table, one string per line."""
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
@@ -76,7 +77,7 @@ def build_markdown(run_dir) -> str:
     lines += ["## Models and training", ""]
     training = read_json(run / "training.json", [])
     if training:
-        lines += _table(["model", "best val accuracy", "best epoch", "epochs", "minutes"],
+        lines += markdown_table(["model", "best val accuracy", "best epoch", "epochs", "minutes"],
                         [[t["model"], _pct(t["best val_accuracy"]), t["best epoch"], t["epochs"], t["minutes"]]
                          for t in training]) + [""]
     rows = []
@@ -89,15 +90,15 @@ def build_markdown(run_dir) -> str:
     if rows:
         lines += ["## Results", "", "Accuracy and macro-F1 with bootstrap 95% confidence intervals; "
                   "TTA = test-time augmentation (random: the seed's method; deterministic: fixed views).", ""]
-        lines += _table(["model", "split", "images", "accuracy", "accuracy, random TTA", "accuracy, deterministic TTA",
+        lines += markdown_table(["model", "split", "images", "accuracy", "accuracy, random TTA", "accuracy, deterministic TTA",
                          "random TTA gain (paired)", "macro-F1", "macro-F1, random TTA"], rows) + [""]
     lines += ["### The seed report, for comparison", ""]
-    lines += _table(["seed report", "value"], [[k, _pct(v)] for k, v in SEED_REPORT.items()]) + [""]
+    lines += markdown_table(["seed report", "value"], [[k, _pct(v)] for k, v in SEED_REPORT.items()]) + [""]
     comparison = read_json(run / FER_PACKAGE)
     if comparison:
         lines += ["### Against the `fer` package's model", "",
                   "Same images, same metrics; TTA = the deterministic 10 views (`benchmarks/fer_package.py`).", ""]
-        lines += _table(["model", "split", "images", "accuracy", "accuracy, TTA", "TTA gain (paired)", "macro-F1",
+        lines += markdown_table(["model", "split", "images", "accuracy", "accuracy, TTA", "TTA gain (paired)", "macro-F1",
                          "parameters", "images/s"],
                         [[name, r["usage"], r["n"], _ci(r, "accuracy"), _ci(r["tta"], "accuracy"), _gain(r["tta"]),
                           _ci(r, "macro_f1"), f"{r['parameters']:,}", f"{r['images_per_second']:.0f}"]
@@ -107,10 +108,10 @@ def build_markdown(run_dir) -> str:
     if analysis:
         lines += [f"## Errors of `{analysis['model']}` on {analysis['split']}", "",
                   f"Expected calibration error: {analysis['ece']:.3f}.", ""]
-        lines += _table(["true", "predicted", "images", "share of true class"],
+        lines += markdown_table(["true", "predicted", "images", "share of true class"],
                         [[p["true"], p["predicted"], p["images"], _pct(p["share of true class"])]
                          for p in analysis["most_confused"]]) + [""]
-        lines += _table(["class", "precision", "recall", "F1", "support"],
+        lines += markdown_table(["class", "precision", "recall", "F1", "support"],
                         [[c, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", v["support"]]
                          for c, v in analysis["per_class"].items()]) + [""]
     if (run / DISCUSSION).exists():

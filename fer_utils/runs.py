@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import platform
 import shutil
+import socket
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -21,25 +23,103 @@ class RunExistsError(FileExistsError):
     """The run folder already holds a run that this one must not replace."""
 
 
-def claim_run_dir(run_dir, data_hash: str, *, force: bool = False, resume: bool = False) -> Path:
+class RunFinishedError(Exception):
+    """A resume was asked of a run that has nothing left to do."""
+
+
+class RunLockedError(FileExistsError):
+    """Another live process is writing the run folder."""
+
+
+LOCK = "run.lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def lock_holder(run_dir) -> dict | None:
+    """The live holder of ``run_dir``'s lock (host, pid, started), or None when the folder is
+    unlocked or its lock was left by a process of this host that is gone."""
+    path = Path(run_dir) / LOCK
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if holder.get("host") == socket.gethostname() and not _pid_alive(int(holder.get("pid", 0))):
+        return None
+    return holder
+
+
+class RunLock:
+    """``with RunLock(run_dir):`` the process writes ``run_dir`` alone.
+
+    The lock file ``run.lock`` records host, process id and start time; it is removed on
+    exit and taken over when the process that left it is gone. A second writer gets
+    :class:`RunLockedError` naming the holder.
+    """
+
+    def __init__(self, run_dir):
+        self.path = Path(run_dir) / LOCK
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"host": socket.gethostname(), "pid": os.getpid(),
+              "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        for _ in range(2):
+            try:
+                with os.fdopen(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY), "w") as lock:
+                    lock.write(json.dumps(me))
+                return self
+            except FileExistsError:
+                holder = lock_holder(self.path.parent)
+                if holder is not None:
+                    raise RunLockedError(f"{self.path.parent}: in use by process {holder.get('pid')} on "
+                                         f"{holder.get('host')} since {holder.get('started')} ({self.path})") from None
+                self.path.unlink(missing_ok=True)  # left by a process that is gone: take it over
+        raise RunLockedError(f"{self.path}: could not take the lock")
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+
+
+def claim_run_dir(run_dir, data_hash: str, *, force: bool = False, resume: bool = False,
+                  resumable: bool = False) -> Path:
     """Create ``run_dir`` for a run on data ``data_hash``, refusing to overwrite another run.
 
-    A folder holding a run of *other* data is never touched. One holding a run of the same
-    data is replaced only with ``force`` (or continued with ``resume``).
+    A folder that is not a run folder (no manifest), one holding a run of *other* data, or
+    one a live process is writing is never touched. One holding a run of the same data is
+    replaced only with ``force`` (or continued with ``resume``, which the refusal suggests
+    when the command is ``resumable``).
     """
     run_dir = Path(run_dir)
     manifest = run_dir / MANIFEST
     if run_dir.exists() and any(run_dir.iterdir()):
-        recorded = json.loads(manifest.read_text()).get("data", {}).get("sha256") if manifest.exists() else None
-        if recorded is not None and recorded != data_hash:
-            raise RunExistsError(f"{run_dir}: holds a run of other data (sha256 {recorded[:12]}...); "
+        holder = lock_holder(run_dir)
+        if holder is not None:
+            raise RunLockedError(f"{run_dir}: in use by process {holder.get('pid')} on {holder.get('host')} "
+                                 f"since {holder.get('started')}")
+        if not manifest.exists():
+            raise RunExistsError(f"{run_dir}: is not empty and is not a run folder (no {MANIFEST}); "
+                                 f"it is never replaced, choose another --out")
+        recorded = json.loads(manifest.read_text()).get("data", {}).get("sha256")
+        if recorded != data_hash:
+            raise RunExistsError(f"{run_dir}: holds a run of other data (sha256 {str(recorded)[:12]}...); "
                                  f"choose another --out")
-        if resume and recorded == data_hash:
+        if resume:
             return run_dir
         if not force:
             raise RunExistsError(f"{run_dir}: already holds a run; pass --force to replace it"
-                                 + (" or --resume to continue it" if recorded else ""))
+                                 + (" or --resume to continue it" if resumable else ""))
         shutil.rmtree(run_dir)
+    elif resume:
+        raise FileNotFoundError(f"{run_dir}: no run to resume")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
@@ -55,9 +135,16 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+#: Written into a pinned snapshot of the code (long runs): the commit it was taken from.
+PINNED_COMMIT = "PINNED_COMMIT"
+
+
 def git_commit() -> str | None:
-    """The project's git commit, suffixed ``-dirty`` when the work tree has changes."""
+    """The project's git commit, suffixed ``-dirty`` when the work tree has changes (or,
+    in a pinned snapshot of the code, the commit it was taken from)."""
     root = Path(__file__).resolve().parent.parent
+    if (root / PINNED_COMMIT).exists():
+        return (root / PINNED_COMMIT).read_text().strip()
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                                 text=True, check=True).stdout.strip()

@@ -1,10 +1,14 @@
-"""Training: tf.data input pipeline, weighted loss, optimizers and schedules, callbacks,
-``mixed_bfloat16``, ``tf.distribute`` strategies and resumable runs."""
+"""Training: an in-memory tf.data input pipeline with a seeded order per epoch, augmentation
+inside the training model, weighted loss, optimizers and schedules, ``mixed_bfloat16``,
+``tf.distribute`` strategies, and runs that resume exactly where they were killed."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
+import os
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -14,14 +18,18 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from fer_utils import CLASSES
+from fer_utils import CLASSES, DataError
 from fer_utils.augment import build_augmentation
-from fer_utils.config import TrainConfig
+from fer_utils.config import RESUMABLE_CHANGES, TrainConfig
 from fer_utils.inference import predict_proba
-from fer_utils.models import DEFAULT_CHANNELS, build_model
+from fer_utils.models import DEFAULT_CHANNELS, build_model, check_model_options
 from fer_utils.prepare import Prepared
+from fer_utils.runs import RunFinishedError
 
 BEST_MODEL, HISTORY, CONFIG, BACKUP = "model.keras", "history.csv", "train_config.json", "backup"
+STATE, SPLIT = "train_state.json", "split.npz"
+#: Final states (``train_state.json``); ``time_budget`` runs can be resumed, the others are done.
+FINISHED = {"completed": "its planned epochs are done", "early_stopped": "early stopping ended it"}
 
 
 def cpu_supports_bf16() -> bool:
@@ -40,28 +48,41 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
-def make_dataset(images, labels, *, batch_size: int, channels: int, weights=None,
-                 augmentation=None, shuffle_seed=None) -> tf.data.Dataset:
-    """``cache -> shuffle -> batch -> augment -> prefetch`` over in-memory uint8 images.
+def epoch_orders(n: int, seed: int, first: int, last: int) -> np.ndarray:
+    """``(last - first, n)`` indices: the seeded permutation of each epoch ``first..last-1``,
+    a function of ``(seed, epoch)`` only, so a resumed run sees what an uninterrupted one would."""
+    return np.stack([np.random.default_rng([seed, epoch]).permutation(n) for epoch in range(first, last)])
 
-    Yields ``(x, one_hot)`` or, with per-class ``weights``, ``(x, one_hot, sample_weight)``.
+
+def make_dataset(images, labels, *, batch_size: int, weights=None, order=None) -> tf.data.Dataset:
+    """Batches ``(x, one_hot)`` or, with per-class ``weights``, ``(x, one_hot, sample_weight)``
+    of in-memory uint8 ``images``; ``x`` is float32 ``(batch, 48, 48, 1)``, values 0-255.
+
+    ``order`` (an ``(epochs, n)`` index matrix, see :func:`epoch_orders`) gives the images
+    of each epoch in turn, never mixing two epochs in a batch; without it, one pass in order.
     """
     tensors = [images[..., None], np.eye(len(CLASSES), dtype=np.float32)[labels]]
     if weights is not None:
         tensors.append(np.array([weights[i] for i in range(len(CLASSES))], np.float32)[labels])
-    ds = tf.data.Dataset.from_tensor_slices(tuple(tensors)).cache()
-    if shuffle_seed is not None:
-        ds = ds.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
+    if order is None:
+        ds = tf.data.Dataset.from_tensor_slices(tuple(tensors)).batch(batch_size)
+    else:
+        data = tuple(tf.constant(t) for t in tensors)
+        ds = (tf.data.Dataset.from_tensor_slices(np.asarray(order, np.int32))
+              .flat_map(lambda row: tf.data.Dataset.from_tensor_slices(row).batch(batch_size))
+              .map(lambda idx: tuple(tf.gather(t, idx) for t in data)))
+    to_float = lambda x, *rest: (tf.cast(x, tf.float32), *rest)  # noqa: E731
+    return ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
-    def to_input(x, *rest):
-        x = tf.cast(x, tf.float32)
-        if augmentation is not None:
-            x = augmentation(x, training=True)
-        if channels > 1:
-            x = tf.repeat(x, channels, axis=-1)
-        return (x, *rest)
 
-    return ds.batch(batch_size).map(to_input, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+def training_model(model: keras.Model, augmentation=None, channels: int = 1) -> keras.Model:
+    """``model`` behind its training-time input steps: ``augmentation`` (active only when
+    training) and the repetition of the grey channel to ``channels``."""
+    inputs = keras.Input(model.input_shape[1:-1] + (1,))
+    x = augmentation(inputs) if augmentation is not None else inputs
+    if channels > 1:
+        x = keras.layers.Concatenate()([x] * channels)
+    return keras.Model(inputs, model(x), name=f"training_{model.name}")
 
 
 def distribution_strategy(name: str) -> tf.distribute.Strategy:
@@ -76,18 +97,19 @@ def distribution_strategy(name: str) -> tf.distribute.Strategy:
 
 
 def build_optimizer(config: TrainConfig, steps_per_epoch: int):
-    """The optimizer with its learning-rate schedule."""
+    """The optimizer with its learning-rate schedule and (decoupled) weight decay."""
     lr = config.learning_rate
     if config.schedule == "cosine":
         warmup = config.warmup_epochs * steps_per_epoch
         lr = keras.optimizers.schedules.CosineDecay(
             0.0 if warmup else config.learning_rate, max(1, config.epochs * steps_per_epoch - warmup),
             warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup)
+    decay = config.decay or None
     if config.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+        return keras.optimizers.SGD(lr, momentum=config.momentum, nesterov=config.nesterov, weight_decay=decay)
     if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
-    return keras.optimizers.Adam(lr)
+        return keras.optimizers.AdamW(lr, weight_decay=config.decay)
+    return keras.optimizers.Adam(lr, weight_decay=decay)
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -97,45 +119,181 @@ class EpochTimer(keras.callbacks.Callback):
 
     def __init__(self, offset_s: float = 0.0, budget_s: float = 0.0):
         super().__init__()
-        self.offset_s, self.budget_s = offset_s, budget_s
+        self.offset_s, self.budget_s, self.stopped, self.seconds = offset_s, budget_s, False, offset_s
 
     def on_train_begin(self, logs=None):
         self.session_start, self.session_epochs = time.perf_counter(), 0
 
     def on_epoch_end(self, epoch, logs=None):
+        if not self.session_epochs:  # ``seconds`` may have been restored from a backup since
+            self.offset_s = self.seconds
         session_s = time.perf_counter() - self.session_start
         self.session_epochs += 1
-        logs["seconds"] = round(self.offset_s + session_s, 1)
+        self.seconds = logs["seconds"] = round(self.offset_s + session_s, 1)
         next_end = self.offset_s + session_s * (self.session_epochs + 1) / self.session_epochs
         if self.budget_s and next_end > self.budget_s:
-            self.model.stop_training = True
+            self.model.stop_training = self.stopped = True
 
 
-def _history_value(history_file: Path, column: str, best) -> float | None:
-    """``best`` (max, or the last value) of a column of a history CSV, if any."""
-    if not history_file.exists() or history_file.stat().st_size == 0:
+def _save_atomically(path: Path, write) -> None:
+    """``write(tmp)`` then rename over ``path``: a kill never leaves a torn file behind."""
+    tmp = path.with_name(f".tmp-{path.name}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+class BestModel(keras.callbacks.Callback):
+    """Saves the bare ``model`` (not the training wrapper) whenever ``val_accuracy`` beats
+    ``best``, atomically."""
+
+    def __init__(self, model: keras.Model, path: Path, best: float | None = None):
+        super().__init__()
+        self.bare, self.path, self.best = model, path, -np.inf if best is None else best
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs["val_accuracy"] > self.best:
+            self.best = float(logs["val_accuracy"])
+            _save_atomically(self.path, self.bare.save)
+
+
+#: The counters each stateful callback needs back after a resume.
+COUNTERS = {"EarlyStopping": ("wait", "best", "best_epoch", "stopped_epoch"),
+            "ReduceLROnPlateau": ("wait", "best", "cooldown_counter"),
+            "EpochTimer": ("seconds",), "BestModel": ("best",)}
+
+
+class RunCheckpoint(keras.callbacks.Callback):
+    """After each epoch, saves into ``backup/`` every variable of the training model (seed
+    generator states included, so dropout and augmentation continue their random streams),
+    the optimizer's (learning rate included) and the callbacks' counters.
+
+    The new backup is written beside the old one and swapped in by renames, so a kill at
+    any moment leaves one complete backup. Place it last: it saves what the others updated.
+    """
+
+    def __init__(self, folder: Path, callbacks: list):
+        super().__init__()
+        self.folder, self.callbacks, self.restored = folder, callbacks, {}
+
+    def on_train_begin(self, logs=None):
+        """Put back the restored counters, after the callbacks' own ``on_train_begin`` reset them."""
+        for callback in self.callbacks:
+            for key, value in self.restored.get(type(callback).__name__, {}).items():
+                setattr(callback, key, value)
+
+    def on_epoch_end(self, epoch, logs=None):
+        new, old = self.folder.with_name(BACKUP + ".new"), self.folder.with_name(BACKUP + ".old")
+        shutil.rmtree(new, ignore_errors=True)
+        new.mkdir()
+        variables = self.model.variables + self.model.optimizer.variables
+        np.savez(new / "variables.npz", *[np.asarray(v.numpy()) for v in variables])
+        counters = {type(c).__name__: {k: _number(getattr(c, k)) for k in COUNTERS[type(c).__name__]}
+                    for c in self.callbacks if type(c).__name__ in COUNTERS}
+        (new / "state.json").write_text(json.dumps({"epoch": epoch + 1, "counters": counters}))
+        if self.folder.exists():
+            os.replace(self.folder, old)
+        os.replace(new, self.folder)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def find_backup(out: Path) -> Path | None:
+    """The complete backup of a run folder (``backup/``, or ``backup.old/`` when a kill fell
+    between the two renames of :class:`RunCheckpoint`), if any."""
+    for name in (BACKUP, BACKUP + ".old"):
+        if (out / name / "state.json").exists():
+            return out / name
+    return None
+
+
+def _number(value):
+    """A counter as JSON: int, float or None."""
+    if value is None:
         return None
-    values = pd.read_csv(history_file)[column]
-    return float(best(values)) if len(values) else None
+    value = float(value)
+    return int(value) if value.is_integer() and abs(value) < 2**53 else value
+
+
+def restore_backup(backup: Path, model: keras.Model, checkpoint: RunCheckpoint) -> int:
+    """Load what :class:`RunCheckpoint` saved into ``model`` (built and compiled) and hand
+    the counters to ``checkpoint``, which puts them back when training begins; returns the
+    number of epochs done."""
+    state = json.loads((backup / "state.json").read_text())
+    model.optimizer.build(model.trainable_variables)
+    variables = model.variables + model.optimizer.variables
+    with np.load(backup / "variables.npz") as saved:
+        values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    if len(values) != len(variables) or any(v.shape != tuple(x.shape) for v, x in zip(values, variables)):
+        raise DataError(f"{backup}: the backup does not fit this model and optimizer")
+    for variable, value in zip(variables, values):
+        variable.assign(value)
+    checkpoint.restored = state["counters"]
+    return state["epoch"]
+
+
+def read_state(out) -> dict:
+    """The run's ``train_state.json`` (``{}`` before its first start)."""
+    path = Path(out) / STATE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _write_state(out: Path, **state) -> None:
+    state["updated"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    _save_atomically(out / STATE, lambda tmp: tmp.write_text(json.dumps(state, indent=2) + "\n"))
+
+
+def check_resume(out, config: TrainConfig) -> None:
+    """Refuse to resume a finished run (:class:`RunFinishedError`) or one whose saved config
+    differs from ``config`` in an option other than :data:`RESUMABLE_CHANGES` (named)."""
+    out = Path(out)
+    state = read_state(out).get("state")
+    if state in FINISHED:
+        raise RunFinishedError(f"{out}: nothing to resume, {FINISHED[state]}; the run is left as it was")
+    saved = json.loads((out / CONFIG).read_text()) if (out / CONFIG).exists() else None
+    if saved is None:
+        return
+    given = asdict(config)
+    differ = sorted(k for k in set(saved) | set(given)
+                    if k not in RESUMABLE_CHANGES and saved.get(k) != given.get(k))
+    if differ:
+        raise FileExistsError(f"{out}: --resume continues the run with its saved options; "
+                              + ", ".join(f"{k} {given.get(k)!r} != saved {saved.get(k)!r}" for k in differ))
+
+
+def _check_split(out: Path, prepared: Prepared) -> None:
+    """Save the train/validation split, or refuse a resume whose data gives another one."""
+    split = {s: np.flatnonzero(prepared.split == s) for s in ("train", "val")}
+    if not (out / SPLIT).exists():
+        _save_atomically(out / SPLIT, lambda tmp: np.savez(tmp.open("wb"), **split))
+        return
+    with np.load(out / SPLIT) as saved:
+        if any(not np.array_equal(saved[s], split[s]) for s in split):
+            raise DataError(f"{out / SPLIT}: this data gives another train/validation split than the "
+                            f"run started with; resume with the same data, --val-fraction and seed")
 
 
 def train(prepared: Prepared, config: TrainConfig, out_dir, *, resume: bool = False) -> keras.Model:
     """Train ``config.model`` on ``prepared`` (its ``train`` and ``val`` splits) into ``out_dir``.
 
-    Writes ``train_config.json``, ``history.csv``, the best model (by validation accuracy)
-    as ``model.keras`` and ``val_predictions.npz``; returns the best model. A run that was
-    killed continues from its last epoch with ``resume=True``.
+    Writes ``train_config.json``, ``split.npz``, ``history.csv``, ``train_state.json``
+    (state and why the run stopped), the best model (by validation accuracy) as
+    ``model.keras`` and ``val_predictions.npz``; returns the best model. A run that was
+    killed or stopped by its time budget continues from its last epoch with ``resume=True``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if (out / BACKUP).exists() and not resume:
+    check_model_options(config.model, config.model_options)
+    if find_backup(out) and not resume:
         raise FileExistsError(f"{out}: holds an interrupted run; pass resume=True (--resume) to continue it")
+    if resume:
+        check_resume(out, config)
+    _check_split(out, prepared)
     (out / CONFIG).write_text(json.dumps(asdict(config), indent=2) + "\n")
     keras.utils.set_random_seed(config.seed)
+    augmentation = build_augmentation(config.seed, **config.augmentation)  # float32, whatever the policy
     previous_policy = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(resolve_precision(config.precision))
     try:
-        model = _fit(prepared, config, out)
+        model = _fit(prepared, config, out, augmentation)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     x_val, y_val = prepared.arrays("val")
@@ -143,39 +301,65 @@ def train(prepared: Prepared, config: TrainConfig, out_dir, *, resume: bool = Fa
     return model
 
 
-def _fit(prepared: Prepared, config: TrainConfig, out: Path) -> keras.Model:
+def _callbacks(config: TrainConfig, out: Path, model: keras.Model) -> list:
+    """Timer, best-model saver, CSV log, plateau and early-stopping rules, backup (last)."""
+    callbacks = [EpochTimer(budget_s=config.time_budget * 60), BestModel(model, out / BEST_MODEL),
+                 keras.callbacks.CSVLogger(str(out / HISTORY), append=True)]
+    if config.schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor=config.plateau_monitor, mode="max" if "accuracy" in config.plateau_monitor else "min",
+            factor=config.plateau_factor, patience=config.plateau_patience, min_lr=config.plateau_min_lr))
+    if config.early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=config.early_stopping_monitor, patience=config.early_stopping,
+            mode="max" if "accuracy" in config.early_stopping_monitor else "min"))
+    return [*callbacks, RunCheckpoint(out / BACKUP, callbacks)]
+
+
+def _fit(prepared: Prepared, config: TrainConfig, out: Path, augmentation) -> keras.Model:
     x_train, y_train = prepared.arrays("train")
     x_val, y_val = prepared.arrays("val")
-    channels = DEFAULT_CHANNELS[config.model]
     strategy = distribution_strategy(config.strategy)
-    train_ds = make_dataset(x_train, y_train, batch_size=config.batch_size, channels=channels,
-                            weights=prepared.class_weights if config.class_weighted else None,
-                            augmentation=build_augmentation(config.seed, **config.augmentation),
-                            shuffle_seed=config.seed)
-    val_ds = make_dataset(x_val, y_val, batch_size=256, channels=channels)
     steps = int(np.ceil(len(x_train) / config.batch_size))
     scope = strategy.scope() if config.strategy != "default" else contextlib.nullcontext()
     with scope:
-        model = build_model(config.model)
-        model.compile(optimizer=build_optimizer(config, steps),
-                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-                      metrics=["accuracy"])
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(out / BACKUP)),
-        keras.callbacks.ModelCheckpoint(str(out / BEST_MODEL), monitor="val_accuracy", mode="max",
-                                        save_best_only=True,
-                                        initial_value_threshold=_history_value(out / HISTORY, "val_accuracy", max)),
-        EpochTimer(_history_value(out / HISTORY, "seconds", lambda v: v.iloc[-1]) or 0.0, config.time_budget * 60),
-        keras.callbacks.CSVLogger(str(out / HISTORY), append=True),
-    ]
-    if config.schedule == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=3, min_lr=1e-6))
-    if config.early_stopping:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
-                                                       patience=config.early_stopping))
-    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks, shuffle=False,
-              verbose=config.verbose)
+        model = build_model(config.model, **config.model_options)
+        trainer = training_model(model, augmentation, DEFAULT_CHANNELS[config.model])
+        trainer.compile(optimizer=build_optimizer(config, steps),
+                        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+                        metrics=["accuracy"])
+    callbacks = _callbacks(config, out, model)
+    backup = find_backup(out)
+    done = restore_backup(backup, trainer, callbacks[-1]) if backup else 0
+    if (out / HISTORY).exists():  # rows past the backup (killed between the log and the backup) go
+        history = pd.read_csv(out / HISTORY)
+        history[history["epoch"] < done].to_csv(out / HISTORY, index=False)
+    _write_state(out, state="running", epochs_done=done, epochs_planned=config.epochs, pid=os.getpid())
+    if done < config.epochs:
+        train_ds = make_dataset(x_train, y_train, batch_size=config.batch_size,
+                                weights=prepared.class_weights if config.class_weighted else None,
+                                order=epoch_orders(len(x_train), config.seed, done, config.epochs))
+        val_ds = make_dataset(x_val, y_val, batch_size=256)
+        trainer.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=done,
+                    steps_per_epoch=steps, callbacks=callbacks, shuffle=False, verbose=config.verbose)
+    _finish(out, config, callbacks)
     return keras.models.load_model(out / BEST_MODEL)
+
+
+def _finish(out: Path, config: TrainConfig, callbacks: list) -> None:
+    """Record why the run stopped; a finished run drops its backup, a time-budget stop keeps it."""
+    done = len(pd.read_csv(out / HISTORY)) if (out / HISTORY).exists() else 0
+    stopper = next((c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping)), None)
+    if stopper is not None and stopper.stopped_epoch > 0:
+        state, reason = "early_stopped", f"no better {config.early_stopping_monitor} in {config.early_stopping} epochs"
+    elif done >= config.epochs:
+        state, reason = "completed", f"the {config.epochs} planned epochs are done"
+    else:
+        state, reason = "time_budget", f"the time budget of {config.time_budget:g} minutes"
+    _write_state(out, state=state, stop_reason=reason, epochs_done=done, epochs_planned=config.epochs)
+    if state in FINISHED:
+        for name in (BACKUP, BACKUP + ".old"):
+            shutil.rmtree(out / name, ignore_errors=True)
 
 
 def load_history(out_dir) -> pd.DataFrame:

@@ -7,57 +7,97 @@ import dataclasses
 import json
 import time
 
+from fer_utils import OptionError
 from fer_utils.config import SEED_AUGMENTATION, TrainConfig
 
-# Every TrainConfig field becomes a flag, but augmentation, which takes JSON.
-FIELDS = [f for f in dataclasses.fields(TrainConfig) if f.name != "augmentation"]
+FIELDS = dataclasses.fields(TrainConfig)
+#: Data options a resumed run must also keep.
+DATA_OPTIONS = {"val_fraction": 0.2, "drop_test_duplicates": False}
 
 
 def add_train_options(parser: argparse.ArgumentParser) -> None:
-    """One ``--option`` per TrainConfig field, plus the run-folder options."""
+    """One ``--option`` per TrainConfig field (dicts as JSON), plus the run-folder options.
+
+    No option has a parser default, so that ``--resume`` can tell the options given from
+    those left out (which it takes from the run's saved config).
+    """
     defaults = TrainConfig()
     for f in FIELDS:
         default = getattr(defaults, f.name)
         flag = "--" + f.name.replace("_", "-")
         if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=f"default: {default}")
+        elif isinstance(default, dict):
+            help_text = (f"JSON overriding the seed augmentation {json.dumps(SEED_AUGMENTATION)}"
+                         if f.name == "augmentation" else 'JSON keywords of the model builder, e.g. {"widths": [64, 128]}')
+            parser.add_argument(flag, type=json.loads, default=argparse.SUPPRESS, help=help_text)
         else:
-            parser.add_argument(flag, type=type(default), default=default, help=f"default: {default}")
-    parser.add_argument("--augmentation", type=json.loads, default={},
-                        help=f"JSON overriding the seed augmentation {json.dumps(SEED_AUGMENTATION)}")
-    parser.add_argument("--val-fraction", type=float, default=0.2)
-    parser.add_argument("--drop-test-duplicates", action="store_true")
+            parser.add_argument(flag, type=type(default), default=argparse.SUPPRESS, help=f"default: {default}")
+    parser.add_argument("--val-fraction", type=float, default=argparse.SUPPRESS, help="default: 0.2")
+    parser.add_argument("--drop-test-duplicates", action="store_true", default=argparse.SUPPRESS)
     parser.add_argument("--out", required=True, help="run folder")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted or time-budget-stopped run in --out with its saved "
+                             "options (only --epochs, --time-budget and --verbose may change)")
     parser.add_argument("--force", action="store_true", help="replace this data's earlier run in --out")
 
 
+def resolve_options(args, saved: dict | None = None) -> tuple[TrainConfig, dict]:
+    """``(config, data options)`` from the options given on the command line over ``saved``
+    (a resumed run's manifest parameters) or the defaults."""
+    given = {f.name: getattr(args, f.name) for f in FIELDS if hasattr(args, f.name)}
+    if "augmentation" in given:
+        given["augmentation"] = {**SEED_AUGMENTATION, **given["augmentation"]}
+    base = {**dataclasses.asdict(TrainConfig()), **DATA_OPTIONS, **(saved or {})}
+    data = {k: getattr(args, k, base[k]) for k in DATA_OPTIONS}
+    if saved:
+        differ = [k for k, v in data.items() if v != saved.get(k, DATA_OPTIONS[k])]
+        if differ:
+            raise FileExistsError(f"--resume continues the run with its saved options; "
+                                  + ", ".join(f"{k} {data[k]!r} != saved {saved.get(k)!r}" for k in differ))
+    config = TrainConfig(**{f.name: given.get(f.name, base[f.name]) for f in FIELDS})
+    return config, data
+
+
 def run_training(args) -> None:
-    """Load and prepare the data, claim the run folder, train, plot the learning curves into
-    ``figures/``, print the best validation score."""
+    """Check the options, load and prepare the data, claim and lock the run folder, train,
+    plot the learning curves into ``figures/``, print the best validation score."""
     from fer_utils.data import load_dataset  # noqa: PLC0415
+    from fer_utils.models import check_model_options  # noqa: PLC0415
     from fer_utils.plots import learning_curves, save_fig  # noqa: PLC0415
     from fer_utils.prepare import prepare  # noqa: PLC0415
-    from fer_utils.runs import claim_run_dir, write_manifest  # noqa: PLC0415
-    from fer_utils.train import load_history, train  # noqa: PLC0415
+    from fer_utils.runs import RunLock, claim_run_dir, read_manifest, write_manifest  # noqa: PLC0415
+    from fer_utils.train import check_resume, load_history, train  # noqa: PLC0415
 
-    config = TrainConfig(**{f.name: getattr(args, f.name) for f in FIELDS},
-                          augmentation={**SEED_AUGMENTATION, **args.augmentation})
+    saved = None
+    if args.resume:
+        try:
+            saved = read_manifest(args.out)["parameters"]
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{args.out}: no run to resume (no manifest.json)") from None
+    try:
+        config, data = resolve_options(args, saved)
+        check_model_options(config.model, config.model_options)
+    except (TypeError, ValueError) as error:
+        raise OptionError(f"train: {error}") from None
+    if args.resume:
+        check_resume(args.out, config)
     dataset = load_dataset(args.data, skip_bad=args.skip_bad, resize=args.resize)
-    run_dir = claim_run_dir(args.out, dataset.source_hash, force=args.force, resume=args.resume)
-    prepared = prepare(dataset, val_fraction=args.val_fraction, seed=config.seed,
-                       drop_test_duplicates=args.drop_test_duplicates)
-    parameters = {**dataclasses.asdict(config), "val_fraction": args.val_fraction,
-                  "drop_test_duplicates": args.drop_test_duplicates}
-    write_manifest(run_dir, kind="train", parameters=parameters, data_source=dataset.source,
-                   data_hash=dataset.source_hash, synthetic=dataset.synthetic)
-    if dataset.synthetic:
-        print("NOTE: training on SYNTHETIC data, not FER2013")
-    start = time.perf_counter()
-    train(prepared, config, run_dir, resume=args.resume)
-    history = load_history(run_dir)
-    save_fig(learning_curves(history, f"Learning curves: {config.model}"), "learning_curves", run_dir,
-             synthetic=dataset.synthetic)
+    run_dir = claim_run_dir(args.out, dataset.source_hash, force=args.force, resume=args.resume,
+                            resumable=True)
+    with RunLock(run_dir):
+        prepared = prepare(dataset, val_fraction=data["val_fraction"], seed=config.seed,
+                           drop_test_duplicates=data["drop_test_duplicates"])
+        write_manifest(run_dir, kind="train", parameters={**dataclasses.asdict(config), **data},
+                       data_source=dataset.source, data_hash=dataset.source_hash, synthetic=dataset.synthetic)
+        if dataset.synthetic:
+            print("NOTE: training on SYNTHETIC data, not FER2013")
+        start = time.perf_counter()
+        train(prepared, config, run_dir, resume=args.resume)
+        history = load_history(run_dir)
+        save_fig(learning_curves(history, f"Learning curves: {config.model}"), "learning_curves", run_dir,
+                 synthetic=dataset.synthetic)
     best = history.loc[history["val_accuracy"].idxmax()]
     print(f"best validation accuracy {best['val_accuracy']:.4f} at epoch {int(best['epoch']) + 1} "
           f"of {len(history)}; {time.perf_counter() - start:.0f} s this session; model: {run_dir / 'model.keras'}")

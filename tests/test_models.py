@@ -57,5 +57,5 @@ def test_vgg_lean_drops_one_full_resolution_convolution():
 
 
 def test_vgg_gap_needs_one_convolution_count_per_block():
-    with pytest.raises(ValueError, match=r"convs \(2, 2\) must give one count per block of widths \(32, 64, 128\)"):
+    with pytest.raises(ValueError, match=r"convs \(2, 2\) must give one value per block of widths \(32, 64, 128\)"):
         build_model("vgg_gap", widths=(32, 64, 128), convs=(2, 2))

@@ -1,9 +1,14 @@
 import json
+import os
+import socket
+import subprocess
+import sys
 
 import pytest
 
 from fer_utils import runs
-from fer_utils.runs import RunExistsError, claim_run_dir, package_versions, read_manifest, write_manifest
+from fer_utils.runs import (RunExistsError, RunLock, RunLockedError, claim_run_dir, lock_holder, package_versions,
+                            read_manifest, write_manifest)
 
 
 def make_run(path, data_hash):
@@ -30,18 +35,52 @@ def test_run_of_other_data_is_never_replaced(tmp_path):
 
 def test_own_run_is_replaced_only_with_force_or_continued_with_resume(tmp_path):
     make_run(tmp_path / "run", "a" * 64)
-    with pytest.raises(RunExistsError, match="pass --force to replace it or --resume"):
+    with pytest.raises(RunExistsError, match="pass --force to replace it$"):
         claim_run_dir(tmp_path / "run", "a" * 64)
+    with pytest.raises(RunExistsError, match="pass --force to replace it or --resume to continue it"):
+        claim_run_dir(tmp_path / "run", "a" * 64, resumable=True)
     assert claim_run_dir(tmp_path / "run", "a" * 64, resume=True) == tmp_path / "run"
     assert (tmp_path / "run" / "result.txt").exists()
     claim_run_dir(tmp_path / "run", "a" * 64, force=True)
     assert list((tmp_path / "run").iterdir()) == []
 
 
-def test_non_empty_folder_without_manifest_needs_force(tmp_path):
+def test_folder_that_is_not_a_run_is_never_replaced_even_with_force(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(RunExistsError, match="already holds a run"):
-        claim_run_dir(tmp_path, "a" * 64)
+    for force in (False, True):
+        with pytest.raises(RunExistsError, match="is not a run folder .no manifest.json.; it is never replaced"):
+            claim_run_dir(tmp_path, "a" * 64, force=force)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_resume_of_a_missing_run_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no run to resume"):
+        claim_run_dir(tmp_path / "none", "a" * 64, resume=True)
+
+
+def test_lock_refuses_a_second_writer_and_is_released_on_exit(tmp_path):
+    with RunLock(tmp_path):
+        holder = json.loads((tmp_path / "run.lock").read_text())
+        assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname() and holder["started"]
+        with pytest.raises(RunLockedError, match=f"in use by process {os.getpid()}"):
+            RunLock(tmp_path).__enter__()
+        make_run_manifest(tmp_path)
+        with pytest.raises(RunLockedError, match="in use by process"):
+            claim_run_dir(tmp_path, "a" * 64, force=True)
+    assert not (tmp_path / "run.lock").exists()
+
+
+def test_lock_left_by_a_dead_process_is_taken_over(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / "run.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "started": "x"}))
+    assert lock_holder(tmp_path) is None
+    with RunLock(tmp_path):
+        assert json.loads((tmp_path / "run.lock").read_text())["pid"] == os.getpid()
+
+
+def make_run_manifest(path):
+    write_manifest(path, kind="test", parameters={}, data_source="x.zip", data_hash="a" * 64, synthetic=True)
 
 
 def test_package_versions_lists_installed_packages_only():

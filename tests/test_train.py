@@ -1,3 +1,4 @@
+import hashlib
 import json
 import signal
 import subprocess
@@ -9,9 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fer_utils import DataError
 from fer_utils.data import load_dataset
 from fer_utils.prepare import prepare
-from fer_utils.train import EpochTimer, TrainConfig, make_dataset, resolve_precision, train
+from fer_utils.augment import build_augmentation
+from fer_utils.models import build_model
+from fer_utils.train import (EpochTimer, TrainConfig, epoch_orders, make_dataset, resolve_precision, train,
+                             training_model)
 
 NO_AUGMENTATION = dict(rotation=0, shift=0, shear=0, zoom=0, flip=False)
 
@@ -21,17 +26,34 @@ def prepared(synthetic_zip):
     return prepare(load_dataset(synthetic_zip))
 
 
-def test_input_pipeline_shapes_weights_and_channels():
+def test_input_pipeline_shapes_weights_and_epoch_order():
     images = np.arange(10 * 48 * 48, dtype=np.uint32).reshape(10, 48, 48).astype(np.uint8)
     labels = np.array([0, 1, 2, 3, 4, 5, 6, 0, 1, 2])
     weights = {k: float(k + 1) for k in range(7)}
-    x, y, w = next(iter(make_dataset(images, labels, batch_size=4, channels=3, weights=weights)))
-    assert x.shape == (4, 48, 48, 3) and x.dtype == "float32"
-    np.testing.assert_array_equal(x[..., 0], x[..., 2])
+    x, y, w = next(iter(make_dataset(images, labels, batch_size=4, weights=weights)))
+    assert x.shape == (4, 48, 48, 1) and x.dtype == "float32" and float(x[0, 0, 1, 0]) == 1.0
     np.testing.assert_array_equal(np.argmax(y, axis=1), labels[:4])
     np.testing.assert_array_equal(w, [1.0, 2.0, 3.0, 4.0])
-    x, y = next(iter(make_dataset(images, labels, batch_size=16, channels=1)))
-    assert x.shape == (10, 48, 48, 1) and float(x[0, 0, 1, 0]) == 1.0
+    order = epoch_orders(10, seed=0, first=0, last=2)
+    batches = [np.argmax(y, axis=1) for x, y in make_dataset(images, labels, batch_size=4, order=order)]
+    assert [len(b) for b in batches] == [4, 4, 2, 4, 4, 2]  # no batch mixes two epochs
+    np.testing.assert_array_equal(np.concatenate(batches), labels[order.ravel()])
+
+
+def test_epoch_order_depends_on_seed_and_epoch_only():
+    both = epoch_orders(50, seed=1, first=0, last=3)
+    np.testing.assert_array_equal(both[2], epoch_orders(50, seed=1, first=2, last=3)[0])
+    assert sorted(both[0]) == list(range(50)) and not np.array_equal(both[0], both[1])
+    assert not np.array_equal(both[0], epoch_orders(50, seed=2, first=0, last=1)[0])
+
+
+def test_training_model_augments_only_when_training_and_repeats_channels():
+    model = build_model("seed_cnn")
+    wrapper = training_model(model, build_augmentation(0, rotation=30), channels=3)
+    images = np.random.default_rng(0).uniform(0, 255, (4, 48, 48, 1)).astype("float32")
+    np.testing.assert_allclose(wrapper(images, training=False), model(np.repeat(images, 3, -1), training=False),
+                               atol=1e-6)
+    assert wrapper.input_shape == (None, 48, 48, 1) and wrapper.output_shape == (None, 7)
 
 
 def test_config_rejects_unknown_choices():
@@ -79,29 +101,97 @@ def run_cli(*args, **kwargs):
                             stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
-def test_killed_run_resumes_from_its_checkpoint_and_ends_at_the_same_epoch(synthetic_zip, tmp_path):
+def wait_for_epochs(history, count, process, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None and (
+            not history.exists() or len(history.read_text().splitlines()) < count + 1):
+        time.sleep(0.1)
+
+
+def checksums(folder):
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def comparable(history):
+    return history.drop(columns=["seconds"]).to_numpy()
+
+
+def test_killed_run_resumes_as_if_never_killed(synthetic_zip, tmp_path):
+    """Killed mid-run (and caught between the two renames of a backup swap), refused
+    contradicting options, then resumed with its saved options: it ends at the same
+    epoch, with the same history, as the same run uninterrupted; a finished run is left alone."""
+    args = ["train", "--data", str(synthetic_zip), "--epochs", "8", "--batch-size", "16", "--precision", "float32",
+            "--schedule", "plateau", "--plateau-patience", "1", "--early-stopping", "3"]
+    reference = run_cli(*args, "--out", str(tmp_path / "reference"))
+    assert reference.wait(timeout=300) == 0, reference.stdout.read()
     out = tmp_path / "run"
-    args = ["train", "--data", str(synthetic_zip), "--model", "vgg_gap", "--epochs", "5",
-            "--batch-size", "32", "--out", str(out)]
-    process = run_cli(*args)
-    history = out / "history.csv"
-    deadline = time.time() + 300
-    while time.time() < deadline and (not history.exists() or len(history.read_text().splitlines()) < 3):
-        time.sleep(0.2)
+    process = run_cli(*args, "--out", str(out))
+    wait_for_epochs(out / "history.csv", 2, process)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    done_before = len(pd.read_csv(history))
-    assert 2 <= done_before < 5 and (out / "backup").exists()
-    again = run_cli(*args)
-    assert again.wait(timeout=300) == 2 and "--resume to continue it" in again.stdout.read()
-    resumed = run_cli(*args, "--resume")
+    done_before = len(pd.read_csv(out / "history.csv"))
+    assert done_before >= 2 and json.loads((out / "train_state.json").read_text())["state"] == "running"
+    if (out / "backup").exists():  # as if killed between the renames of a backup swap:
+        (out / "backup").rename(out / "backup.old")  # the old backup moved aside, the new one torn
+    (out / "backup.new").mkdir(exist_ok=True)
+    (out / "backup.new" / "variables.npz").write_bytes(b"torn")
+    again = run_cli(*args, "--out", str(out))
+    assert again.wait(timeout=120) == 2 and "--resume to continue it" in again.stdout.read()
+    for option, message in ((["--model", "seed_cnn"], "model 'seed_cnn' != saved 'vgg_gap'"),
+                            (["--val-fraction", "0.3"], "val_fraction 0.3 != saved 0.2")):
+        refused = run_cli("train", "--data", str(synthetic_zip), "--out", str(out), "--resume", *option)
+        assert refused.wait(timeout=120) == 2 and message in refused.stdout.read()
+    resumed = run_cli("train", "--data", str(synthetic_zip), "--out", str(out), "--resume")
     output = resumed.communicate(timeout=300)[0]
     assert resumed.returncode == 0, output
-    epochs = pd.read_csv(history)["epoch"].tolist()
-    assert epochs[-1] == 4 and sorted(set(epochs)) == [0, 1, 2, 3, 4]
-    assert f"Epoch {done_before + 1}/5" in output and "Epoch 1/5" not in output
-    assert not (out / "backup").exists() and (out / "model.keras").exists()
+    assert f"Epoch {done_before + 1}/8" in output and "Epoch 1/8" not in output
+    expected, history = pd.read_csv(tmp_path / "reference" / "history.csv"), pd.read_csv(out / "history.csv")
+    assert list(history["epoch"]) == list(expected["epoch"])
+    np.testing.assert_allclose(comparable(history), comparable(expected), rtol=1e-4, atol=1e-6)
+    state = json.loads((out / "train_state.json").read_text())
+    assert state["state"] == json.loads((tmp_path / "reference" / "train_state.json").read_text())["state"]
+    assert not any((out / name).exists() for name in ("backup", "backup.old", "backup.new", "run.lock"))
     assert (out / "figures" / "learning_curves.png").stat().st_size > 10_000
+    before = checksums(out)
+    finished = run_cli(*args, "--out", str(out), "--resume", "--epochs", "20")
+    assert finished.wait(timeout=120) == 0 and "nothing to resume" in finished.stdout.read()
+    assert checksums(out) == before
+
+
+def test_a_second_writer_is_refused_while_the_first_runs(synthetic_zip, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--data", str(synthetic_zip), "--epochs", "500", "--precision", "float32", "--out", str(out)]
+    first = run_cli(*args)
+    try:
+        wait_for_epochs(out / "history.csv", 1, first)
+        for extra in (["--force"], ["--resume"]):
+            second = run_cli(*args, *extra)
+            assert second.wait(timeout=120) == 2 and f"in use by process {first.pid}" in second.stdout.read()
+        assert first.poll() is None
+    finally:
+        first.kill()
+        first.wait()
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--model", "foo"], "unknown model 'foo'"), (["--optimizer", "foo"], "optimizer must be one of"),
+    (["--model-options", '{"depth": 3}'], "model vgg_gap takes no option depth"),
+    (["--augmentation", '{"blur": 1}'], "unknown augmentation option"), (["--epochs", "0"], "epochs must be at least 1")])
+def test_bad_train_options_are_refused_before_the_run_folder_is_made(synthetic_zip, tmp_path, options, message):
+    result = subprocess.run([sys.executable, "-m", "fer_utils", "train", "--data", str(synthetic_zip),
+                             "--out", str(tmp_path / "run"), *options], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.startswith("error: train: ") and message in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_data_that_gives_another_split(prepared, synthetic_zip, tmp_path):
+    config = TrainConfig(epochs=1, batch_size=32, verbose=0, precision="float32", augmentation=NO_AUGMENTATION,
+                         model_options={"widths": [8], "convs": [1]})
+    train(prepared, config, tmp_path)
+    other = prepare(load_dataset(synthetic_zip), seed=1)
+    with pytest.raises(DataError, match="split.npz: this data gives another train/validation split"):
+        train(other, config, tmp_path, resume=True)
 
 
 def test_mirrored_strategy_on_two_logical_cpus(synthetic_zip, tmp_path):
@@ -109,7 +199,8 @@ def test_mirrored_strategy_on_two_logical_cpus(synthetic_zip, tmp_path):
         import tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from fer_utils.data import load_dataset
+        from fer_utils import DataError
+from fer_utils.data import load_dataset
         from fer_utils.prepare import prepare
         from fer_utils.train import TrainConfig, train
         config = TrainConfig(model="vgg_gap", epochs=4, batch_size=32, strategy="mirrored", verbose=0,

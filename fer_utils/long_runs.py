@@ -1,0 +1,218 @@
+"""Long training runs that outlive a session: a plan of runs trained one after another,
+each from a pinned snapshot of the code it started with, resumed where it was killed.
+
+``configs/long-runs.yaml`` lists the runs in priority order; ``python -m fer_utils
+long-runs start`` trains each unfinished one in the background at low priority (``make
+long-runs``), ``long-runs status`` tells where each stands and ``--write DIR`` copies the
+histories and a status table into a folder that is committed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import yaml
+
+from fer_utils import OptionError
+from fer_utils.config import TrainConfig
+from fer_utils.report import markdown_table
+from fer_utils.runs import PINNED_COMMIT, RunLock, lock_holder
+
+#: What a plan entry may set besides the TrainConfig fields.
+ENTRY_KEYS = {"name", "about", "val_fraction", "drop_test_duplicates"}
+#: What a snapshot of the code holds: all that ``python -m fer_utils train`` needs.
+PINNED_PATHS = ("fer_utils", "pyproject.toml")
+#: Files of each run copied by ``status --write``.
+PUBLISHED = ("history.csv", "train_config.json", "train_state.json", "manifest.json",
+             "figures/learning_curves.png")
+
+
+@dataclasses.dataclass
+class Plan:
+    """A parsed plan: the data source, the runs in order and the project root."""
+
+    data: Path
+    runs: list[dict]
+    root: Path
+
+
+def load_plan(path) -> Plan:
+    """Read and check a plan file: every run named once, every option known, by name."""
+    path = Path(path).resolve()
+    plan = yaml.safe_load(path.read_text()) or {}
+    root = project_root(path.parent)
+    if not plan.get("runs"):
+        raise OptionError(f"{path}: no runs planned (a 'runs' list is needed)")
+    known = ENTRY_KEYS | {f.name for f in dataclasses.fields(TrainConfig)}
+    names = set()
+    for number, entry in enumerate(plan["runs"], start=1):
+        name = entry.get("name")
+        if not name or "/" in str(name) or name in names:
+            raise OptionError(f"{path}: run {number} needs a unique name without '/', got {name!r}")
+        names.add(name)
+        unknown = set(entry) - known
+        if unknown:
+            raise OptionError(f"{path}: run {name}: unknown option(s) {', '.join(sorted(unknown))}")
+        try:
+            TrainConfig(**{k: v for k, v in entry.items() if k not in ENTRY_KEYS})
+        except (TypeError, ValueError) as error:
+            raise OptionError(f"{path}: run {name}: {error}") from None
+    data = Path(plan.get("data", ""))
+    return Plan(data if data.is_absolute() else (root / data).resolve(), plan["runs"], root)
+
+
+def project_root(start: Path) -> Path:
+    """The git work tree holding ``start``."""
+    result = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=start, capture_output=True, text=True)
+    if result.returncode:
+        raise OptionError(f"{start}: not in a git work tree; long runs pin the code of a commit")
+    return Path(result.stdout.strip())
+
+
+def train_args(entry: dict) -> list[str]:
+    """The ``train`` command-line options of a plan entry."""
+    args = []
+    for key, value in entry.items():
+        if key in ("name", "about"):
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + key.replace("_", "-"))
+        else:
+            args += [flag, json.dumps(value) if isinstance(value, (dict, list)) else str(value)]
+    return args
+
+
+def pinned_code(root: Path, runs_dir: Path, name: str) -> Path:
+    """The snapshot of the code run ``name`` executes from: taken from the commit checked
+    out when the run first starts (``runs/.pins.json``) and kept for the whole run."""
+    pins_file = runs_dir / ".pins.json"
+    pins = json.loads(pins_file.read_text()) if pins_file.exists() else {}
+    if name not in pins:
+        pins[name] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                    check=True).stdout.strip()
+        pins_file.write_text(json.dumps(pins, indent=2) + "\n")
+    code = runs_dir / ".code" / pins[name]
+    if not (code / PINNED_COMMIT).exists():
+        shutil.rmtree(code, ignore_errors=True)
+        archive = subprocess.run(["git", "archive", "--format=tar", pins[name], *PINNED_PATHS], cwd=root,
+                                 capture_output=True, check=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(code, filter="data")
+        (code / PINNED_COMMIT).write_text(pins[name] + "\n")
+    return code
+
+
+def run_state(run_dir: Path) -> str:
+    """``not started``, ``running``, ``interrupted``, ``time budget`` (resumable),
+    ``completed`` or ``early stopped``."""
+    state_file = run_dir / "train_state.json"
+    if not state_file.exists():
+        return "running" if lock_holder(run_dir) else ("interrupted" if run_dir.exists() else "not started")
+    state = json.loads(state_file.read_text())["state"]
+    if state == "running":
+        return "running" if lock_holder(run_dir) else "interrupted"
+    return state.replace("_", " ")
+
+
+def run_plan(plan_file, runs_dir=None, log=print) -> int:
+    """Train every unfinished run of the plan in order, each from its pinned code; returns
+    how many failed. A run that fails is logged and the next one goes on."""
+    plan = load_plan(plan_file)
+    runs_dir = Path(runs_dir or plan.root / "runs").resolve()
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    with RunLock(runs_dir):
+        for entry in plan.runs:
+            run_dir = runs_dir / entry["name"]
+            state = run_state(run_dir)
+            if state in ("completed", "early stopped"):
+                log(f"{entry['name']}: {state}, skipped")
+                continue
+            code = pinned_code(plan.root, runs_dir, entry["name"])
+            resume = ["--resume"] if (run_dir / "manifest.json").exists() else []
+            command = [sys.executable, "-m", "fer_utils", "train", "--data", str(plan.data),
+                       "--out", str(run_dir), *train_args(entry), *resume]
+            log(f"{entry['name']}: {'resuming' if resume else 'starting'} on code {code.name[:12]}: "
+                + " ".join(command[3:]))
+            env = {**os.environ, "PYTHONPATH": str(code), "TF_CPP_MIN_LOG_LEVEL": "2"}
+            returncode = subprocess.run(command, cwd=code, env=env).returncode
+            log(f"{entry['name']}: exit {returncode}, {run_state(run_dir)}")
+            failures += returncode != 0
+    return failures
+
+
+def start_detached(plan_file, runs_dir=None) -> Path:
+    """Start :func:`run_plan` in the background at low priority, logging to
+    ``runs/long-runs.log``; returns the log's path."""
+    plan = load_plan(plan_file)
+    runs_dir = Path(runs_dir or plan.root / "runs").resolve()
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    holder = lock_holder(runs_dir)
+    if holder:
+        raise OptionError(f"{runs_dir}: the plan is already running (process {holder.get('pid')})")
+    log = runs_dir / "long-runs.log"
+    command = ["nice", "-n", "19", sys.executable, "-m", "fer_utils", "long-runs", "run",
+               "--plan", str(Path(plan_file).resolve()), "--runs", str(runs_dir)]
+    with log.open("a") as out:
+        subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                         start_new_session=True, cwd=plan.root)
+    return log
+
+
+def status_table(plan_file, runs_dir=None):
+    """One row per planned run: state, epochs done / planned, best validation accuracy,
+    minutes spent, estimated minutes left (at most, for runs that may stop early), commit."""
+    import pandas as pd  # noqa: PLC0415
+
+    plan = load_plan(plan_file)
+    runs_dir = Path(runs_dir or plan.root / "runs")
+    pins_file = runs_dir / ".pins.json"
+    pins = json.loads(pins_file.read_text()) if pins_file.exists() else {}
+    rows = []
+    for entry in plan.runs:
+        run_dir = runs_dir / entry["name"]
+        planned = entry.get("epochs", TrainConfig.epochs)
+        history = pd.read_csv(run_dir / "history.csv") if (run_dir / "history.csv").exists() else pd.DataFrame()
+        done = len(history)
+        state = run_state(run_dir)
+        seconds = float(history["seconds"].iloc[-1]) if done else 0.0
+        left = 0.0 if state in ("completed", "early stopped") else (seconds / done if done else float("nan")) * (planned - done)
+        rows.append({"run": entry["name"], "state": state, "epochs": f"{done}/{planned}",
+                     "best val accuracy": f"{history['val_accuracy'].max():.4f}" if done else "-",
+                     "minutes": f"{seconds / 60:.0f}",
+                     "minutes left": ("<= " if entry.get("early_stopping") and left else "")
+                     + (f"{left / 60:.0f}" if left == left else "?"),
+                     "commit": pins.get(entry["name"], "")[:12]})
+    return pd.DataFrame(rows)
+
+
+def write_status(plan_file, out_dir, runs_dir=None) -> Path:
+    """Copy each run's history, config, state, manifest and learning curves into
+    ``out_dir/<run>/`` and write ``out_dir/status.md``; returns the status file."""
+    plan = load_plan(plan_file)
+    runs_dir = Path(runs_dir or plan.root / "runs")
+    out_dir = Path(out_dir)
+    table = status_table(plan_file, runs_dir)
+    for entry in plan.runs:
+        for name in PUBLISHED:
+            source = runs_dir / entry["name"] / name
+            if source.exists():
+                target = out_dir / entry["name"] / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
+    status = out_dir / "status.md"
+    status.parent.mkdir(parents=True, exist_ok=True)
+    about = "\n".join(f"- **{e['name']}**: {e.get('about', '')}" for e in plan.runs)
+    status.write_text(f"# Long runs: status\n\nPlan: `{Path(plan_file).name}`. Regenerate with "
+                      f"`python -m fer_utils long-runs status --write {out_dir}`.\n\n"
+                      + "\n".join(markdown_table(table.columns, table.values)) + f"\n\n{about}\n")
+    return status

@@ -1,0 +1,96 @@
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from fer_utils import OptionError
+from fer_utils.long_runs import load_plan, train_args
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = {"model": "vgg_gap", "model_options": {"widths": [8, 16], "convs": [1, 1]}, "epochs": 6, "batch_size": 16,
+        "precision": "float32", "schedule": "plateau", "plateau_patience": 1, "early_stopping": 3,
+        "augmentation": {"shear": 0.0}}
+
+
+def write_plan(folder, runs, data="data.zip"):
+    path = folder / "plan.yaml"
+    path.write_text(yaml.safe_dump({"data": str(data), "runs": runs}))
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A git work tree holding a copy of the project's code, committed."""
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "fer_utils", repo / "fer_utils", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", repo)
+    for command in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
+        subprocess.run(["git", *command], cwd=repo, check=True)
+    return repo
+
+
+def test_plan_entries_are_checked_by_name(repo):
+    with pytest.raises(OptionError, match="run b: unknown option.s. colour"):
+        load_plan(write_plan(repo, [{"name": "a"}, {"name": "b", "colour": "red"}]))
+    with pytest.raises(OptionError, match="run 2 needs a unique name"):
+        load_plan(write_plan(repo, [{"name": "a"}, {"name": "a"}]))
+    with pytest.raises(OptionError, match="run a: optimizer must be one of"):
+        load_plan(write_plan(repo, [{"name": "a", "optimizer": "foo"}]))
+    plan = load_plan(write_plan(repo, [{"name": "a", **TINY}]))
+    assert plan.root == repo and plan.data == repo / "data.zip" and plan.runs[0]["epochs"] == 6
+
+
+def test_plan_entry_becomes_train_options():
+    args = train_args({"name": "a", "about": "x", "epochs": 3, "nesterov": False, "class_weighted": True,
+                       "model_options": {"widths": [8]}})
+    assert args == ["--epochs", "3", "--no-nesterov", "--class-weighted", "--model-options", '{"widths": [8]}']
+
+
+def long_runs(repo, *args, **kwargs):
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    return subprocess.run([sys.executable, "-m", "fer_utils", "long-runs", *args], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def test_killed_plan_resumes_on_its_pinned_code_with_the_history_of_an_uninterrupted_run(repo, synthetic_zip):
+    long_first = {**TINY, "epochs": 25, "early_stopping": 0}  # long enough to be killed mid-run
+    plan = write_plan(repo, [{"name": "first", **long_first}, {"name": "second", **TINY, "seed": 1}], data=synthetic_zip)
+    reference = long_runs(repo, "run", "--plan", str(plan), "--runs", str(repo / "reference"))
+    assert reference.returncode == 0, reference.stdout + reference.stderr
+    started = long_runs(repo, "start", "--plan", str(plan))
+    assert started.returncode == 0 and "runs/long-runs.log" in started.stdout, started.stderr
+    runs = repo / "runs"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (runs / "first" / "history.csv").exists():
+        time.sleep(0.1)
+    refused = long_runs(repo, "start", "--plan", str(plan))
+    assert refused.returncode == 2 and "the plan is already running" in refused.stderr
+    os.killpg(json.loads((runs / "run.lock").read_text())["pid"], signal.SIGKILL)  # the runner and its training
+    time.sleep(1)
+    assert "interrupted" in long_runs(repo, "status", "--plan", str(plan)).stdout
+    train_py = repo / "fer_utils" / "train.py"  # the work tree changes; the runs must not notice
+    train_py.write_text('raise SystemExit("the work tree\'s code ran")\n' + train_py.read_text())
+    resumed = long_runs(repo, "run", "--plan", str(plan))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "first: resuming on code" in resumed.stdout and "second: starting on code" in resumed.stdout
+    for name in ("first", "second"):
+        expected, history = (pd.read_csv(folder / name / "history.csv") for folder in (repo / "reference", runs))
+        assert list(history["epoch"]) == list(expected["epoch"])
+        pd.testing.assert_frame_equal(history.drop(columns="seconds"), expected.drop(columns="seconds"),
+                                      rtol=1e-4, atol=1e-6)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    assert json.loads((runs / "first" / "manifest.json").read_text())["git_commit"] == commit
+    status = long_runs(repo, "status", "--plan", str(plan), "--write", str(repo / "published"))
+    assert status.returncode == 0 and status.stdout.count(commit[:12]) == 2
+    assert "interrupted" not in status.stdout and "running" not in status.stdout
+    table = (repo / "published" / "status.md").read_text()
+    assert "| first | completed | 25/25 |" in table
+    assert (repo / "published" / "second" / "history.csv").read_text() == (runs / "second" / "history.csv").read_text()
