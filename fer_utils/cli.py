@@ -56,6 +56,17 @@ def import_tensorflow_quietly() -> None:
         os.close(saved)
 
 
+def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; give 0 (no TTA) or more copies")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fer_utils",
                                      description="fer-report: facial emotion recognition on FER2013.")
@@ -96,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--model", help="saved .keras model (default: the shipped model)")
     data_options(sub)
     sub.add_argument("--usage", help="Training, PublicTest or PrivateTest (default: PublicTest if present)")
-    sub.add_argument("--tta", type=int, default=0, metavar="N", help="also score test-time augmentation with N copies")
+    sub.add_argument("--tta", type=non_negative_int, default=0, metavar="N",
+                     help="also score test-time augmentation with N copies")
     sub.add_argument("--tta-mode", default="random", choices=("random", "deterministic"))
     sub.add_argument("--keep-blank", action="store_true", help="score blank images too (default: left out, reported)")
     sub.add_argument("--json", action="store_true", help="print one JSON object")

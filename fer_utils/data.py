@@ -122,7 +122,7 @@ def load_dataset(source, *, skip_bad: bool = False, resize: bool = False,
         return _read_cache(cache_file, str(path), digest)
     out = reader(path, skip_bad, resize)
     for name, problem in out.skipped:
-        log.warning("skipped %s: %s", name, problem)
+        log.warning("skipped %s", problem)
     if not out.labels:
         raise DataError(f"{path}: no images could be loaded")
     dataset = Dataset(np.stack(out.images).astype(np.uint8), np.asarray(out.labels, dtype=np.int64),
@@ -159,6 +159,8 @@ def decode_image(data: bytes, name: str, *, resize: bool = False) -> np.ndarray:
     Colour images are converted to grayscale; other sizes are rejected unless
     ``resize``. Raises :class:`fer_utils.DataError` naming ``name`` and the problem.
     """
+    if not data:
+        raise DataError(f"{name}: empty file (0 bytes)")
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
@@ -167,6 +169,8 @@ def decode_image(data: bytes, name: str, *, resize: bool = False) -> np.ndarray:
             image = image.convert("L")
     except UnidentifiedImageError:
         raise DataError(f"{name}: not an image file (unrecognised format)") from None
+    except Image.DecompressionBombError as error:
+        raise DataError(f"{name}: image too large to decode safely ({error})") from None
     except (OSError, SyntaxError) as error:
         raise DataError(f"{name}: corrupt or truncated image ({error})") from None
     if image.size != (IMAGE_SIZE, IMAGE_SIZE):
@@ -288,21 +292,25 @@ def _read_zip(path: Path, skip_bad: bool, resize: bool):
 
 def _read_csv(path: Path, skip_bad: bool, resize: bool):
     out = _Collector(skip_bad)
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DataError(f"{path}: missing column(s) {', '.join(missing)} "
-                            f"(expected {', '.join(CSV_COLUMNS)})")
-        for row_number, row in enumerate(reader, start=1):
-            name = f"row {row_number}"
-            where = f"{path}, row {row_number} (line {reader.line_num})"
-            try:
-                image, label, usage = _parse_csv_row(row, where)
-            except DataError as error:
-                out.problem(f"{path}, {name}", str(error))
-                continue
-            out.add(image, label, usage, name)
+    # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        try:
+            reader = csv.DictReader(handle)
+            missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise DataError(f"{path}: missing column(s) {', '.join(missing)} "
+                                f"(expected {', '.join(CSV_COLUMNS)})")
+            for row_number, row in enumerate(reader, start=1):
+                name = f"row {row_number}"
+                where = f"{path}, row {row_number} (line {reader.line_num})"
+                try:
+                    image, label, usage = _parse_csv_row(row, where)
+                except DataError as error:
+                    out.problem(f"{path}, {name}", str(error))
+                    continue
+                out.add(image, label, usage, name)
+        except (UnicodeDecodeError, csv.Error) as error:
+            raise DataError(f"{path}: not a text CSV file ({type(error).__name__}: {error})") from None
     if not out.labels and not out.skipped:
         raise DataError(f"{path}: empty split (the CSV has no data rows)")
     return out

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from fer_utils import CLASSES, DataError
+from fer_utils import CLASSES, IMAGE_SIZE, DataError
 from fer_utils.data import Dataset
 from fer_utils.evaluate import score
 from fer_utils.faces import annotate, crop_faces, detect_faces, read_gray
@@ -26,10 +27,20 @@ def load_model(path=None):
     if not path.exists():
         hint = " (no default model is shipped yet: pass --model)" if path == DEFAULT_MODEL else ""
         raise DataError(f"{path}: model file not found{hint}")
+    if path.suffix != ".keras" or not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not a Keras model file (expected a .keras archive saved by Keras 3)")
     try:
-        return keras.models.load_model(path)
-    except (ValueError, OSError) as error:
+        model = keras.models.load_model(path)
+    except (ValueError, OSError, KeyError, TypeError) as error:
         raise DataError(f"{path}: not a loadable Keras model ({error})") from None
+    shape = tuple(model.input_shape[1:])
+    if shape[:2] != (IMAGE_SIZE, IMAGE_SIZE) or shape[-1] not in (1, 3):
+        raise DataError(f"{path}: the model takes input of shape {shape}, not {IMAGE_SIZE}x{IMAGE_SIZE} images "
+                        f"with 1 or 3 channels")
+    if model.output_shape[-1] != len(CLASSES):
+        raise DataError(f"{path}: the model has {model.output_shape[-1]} outputs, not one per class "
+                        f"({len(CLASSES)})")
+    return model
 
 
 def default_usage(dataset: Dataset) -> str:
@@ -61,9 +72,11 @@ def predict_images(model, paths, *, annotate_dir=None):
     """Faces and class probabilities for each image; unreadable files are reported, not fatal.
 
     Returns ``(results, errors)``: one ``{"image", "faces": [{"box", "label",
-    "probabilities"}]}`` per readable image, one ``{"image", "error"}`` per failure.
+    "probabilities"}]}`` per readable image (with ``"annotated"``, the annotated copy's
+    path, when ``annotate_dir`` is given and faces were found; never two inputs on one
+    name), one ``{"image", "error"}`` per failure.
     """
-    results, errors = [], []
+    results, errors, taken = [], [], set()
     for path in paths:
         try:
             gray = read_gray(path)
@@ -78,5 +91,18 @@ def predict_images(model, paths, *, annotate_dir=None):
         results.append({"image": str(path), "faces": faces})
         if annotate_dir and faces:
             captions = [f"{f['label']} {max(f['probabilities'].values()):.0%}" for f in faces]
-            annotate(path, boxes, captions, Path(annotate_dir) / f"{Path(path).stem}_annotated.png")
+            target = _unique_path(Path(annotate_dir), f"{Path(path).stem}_annotated", ".png", taken)
+            annotate(path, boxes, captions, target)
+            results[-1]["annotated"] = str(target)
     return results, errors
+
+
+def _unique_path(folder: Path, stem: str, suffix: str, taken: set) -> Path:
+    """``folder/stem.suffix``, or ``stem-2``, ``stem-3``... when this call (``taken``) or an
+    earlier one already wrote that name: two inputs never share an output."""
+    number, path = 1, folder / f"{stem}{suffix}"
+    while path in taken or path.exists():
+        number += 1
+        path = folder / f"{stem}-{number}{suffix}"
+    taken.add(path)
+    return path

@@ -113,8 +113,8 @@ def build_optimizer(config: TrainConfig, steps_per_epoch: int):
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Adds cumulative training ``seconds`` to each epoch's logs (continuing over resumes)
-    and, with ``budget_s`` > 0, stops before an epoch that would end past the budget
+    """Adds cumulative training ``seconds`` and the epoch's ``learning_rate`` to each epoch's
+    logs (so the history records both; seconds continue over resumes) and, with ``budget_s`` > 0, stops before an epoch that would end past the budget
     (predicted from this session's mean epoch time), so training stays within it."""
 
     def __init__(self, offset_s: float = 0.0, budget_s: float = 0.0):
@@ -130,6 +130,7 @@ class EpochTimer(keras.callbacks.Callback):
         session_s = time.perf_counter() - self.session_start
         self.session_epochs += 1
         self.seconds = logs["seconds"] = round(self.offset_s + session_s, 1)
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         next_end = self.offset_s + session_s * (self.session_epochs + 1) / self.session_epochs
         if self.budget_s and next_end > self.budget_s:
             self.model.stop_training = self.stopped = True

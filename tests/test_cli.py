@@ -1,13 +1,15 @@
 import json
+import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from fer_utils import CLASSES
 from fer_utils.cli import main
 
-from .conftest import write_zip
+from .conftest import png_bytes, write_zip
 
 
 def test_help_lists_the_commands():
@@ -71,3 +73,65 @@ def test_report_command_rewrites_the_report_or_names_the_bad_folder(tmp_path, ca
     assert main(["report", str(tmp_path)]) == 0
     assert (tmp_path / "report.md").read_text().startswith("# FER report (synthetic data, not FER2013)")
     assert "report.html" in capsys.readouterr().out
+
+
+def small_model(path, input_shape, outputs):
+    import keras  # noqa: PLC0415
+
+    keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(), keras.layers.Dense(outputs)]).save(path)
+    return path
+
+
+def bad_inputs(tmp_path, synthetic_zip, good_files):
+    """(arguments, what the error line must name) for each bad input of the table test."""
+    bomb = tmp_path / "bomb.zip"
+    write_zip(bomb, {**good_files, "train/happy/Training_9.png": png_bytes(np.zeros((5000, 5000), np.uint8))})
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(bytes(range(256)) * 8)
+    data = ["--data", str(synthetic_zip)]
+    return [
+        (["evaluate", *data, "--model", str(small_model(tmp_path / "in32.keras", (32, 32, 1), 7))],
+         "in32.keras: the model takes input of shape (32, 32, 1)"),
+        (["evaluate", *data, "--model", str(small_model(tmp_path / "out5.keras", (48, 48, 1), 5))],
+         "out5.keras: the model has 5 outputs"),
+        (["evaluate", *data, "--tta", "-1"], "argument --tta: -1 is negative"),
+        (["train", *data, "--out", str(tmp_path / "out"), "--optimizer", "foo"], "optimizer must be one of"),
+        (["train", *data, "--out", str(tmp_path / "out"), "--model", "foo"], "unknown model 'foo'"),
+        (["train", *data, "--out", str(tmp_path / "out"), "--model-options", '{"depth": 3}'],
+         "model vgg_gap takes no option depth"),
+        (["train", *data, "--out", str(tmp_path / "out"), "--augmentation", '{"blur": 1}'],
+         "unknown augmentation option(s): blur"),
+        (["train", *data, "--out", str(tmp_path / "out"), "--epochs", "0"], "epochs must be at least 1"),
+        (["summary", "--data", str(bomb)], "bomb.zip:train/happy/Training_9.png: image too large"),
+        (["summary", "--data", str(binary)], "binary.csv: not a text CSV file"),
+    ]
+
+
+def test_bad_inputs_are_one_named_error_line_exit_2_and_touch_nothing(tmp_path, synthetic_zip, good_files,
+                                                                       monkeypatch, capsys):
+    from PIL import Image  # noqa: PLC0415
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000_000)  # a 25-megapixel PNG is then a bomb
+    for args, named in bad_inputs(tmp_path, synthetic_zip, good_files):
+        before = sorted(p.name for p in tmp_path.rglob("*"))
+        try:
+            code = main(args)
+        except SystemExit as usage_error:  # argparse's own refusal
+            code = usage_error.code
+        err = capsys.readouterr().err
+        assert code == 2 and named in err, (args, err)
+        assert [line for line in err.splitlines() if "error:" in line][0].count("error:") == 1
+        assert "Traceback" not in err and sorted(p.name for p in tmp_path.rglob("*")) == before, args
+    assert main(["summary", "--data", str(tmp_path / "bomb.zip"), "--skip-bad", "--json"]) == 0
+    skipped = json.loads(capsys.readouterr().out)["skipped"]
+    assert len(skipped) == 1 and "image too large to decode safely" in skipped[0]["problem"]
+
+
+def test_tensorflow_start_up_lines_stay_out_of_the_terminal_unless_asked(synthetic_zip, tmp_path):
+    def run(*flags):
+        return subprocess.run([sys.executable, "-m", "fer_utils", *flags, "train", "--data", str(synthetic_zip),
+                               "--out", str(tmp_path / "run"), "--model", "foo"], capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": ""})
+    quiet, loud = run(), run("--tf-log")
+    assert quiet.stderr == "error: train: unknown model 'foo' (choose from seed_cnn, vgg_gap, vgg_lean, res_gap)\n"
+    assert "oneDNN" in loud.stderr and quiet.returncode == loud.returncode == 2

@@ -1,7 +1,9 @@
 import csv
+import logging
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from fer_utils import CLASSES, DataError
 from fer_utils import data as fdata
@@ -113,12 +115,16 @@ BAD_ITEMS = {
                       "unknown class folder train/happyy"),
     "too deep": ("train/happy/extra/Training_9.png", lambda: png_bytes(face()),
                  "unexpected location"),
+    "zero bytes": ("train/happy/Training_9.png", lambda: b"", "empty file (0 bytes)"),
+    "decompression bomb": ("train/happy/Training_9.png", lambda: png_bytes(np.zeros((5000, 5000), np.uint8)),
+                           "image too large to decode safely"),
 }
 
 
 @pytest.mark.parametrize("case", BAD_ITEMS)
 @pytest.mark.parametrize("form", ["folder", "zip"])
-def test_bad_items_raise_named_errors_or_are_skipped(tmp_path, good_files, case, form):
+def test_bad_items_raise_named_errors_or_are_skipped(tmp_path, good_files, case, form, monkeypatch, caplog):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000_000)  # a 25-megapixel PNG is then a bomb
     name, make, problem = BAD_ITEMS[case]
     files = {**good_files, name: make()}
     source = tmp_path / "data"
@@ -130,9 +136,26 @@ def test_bad_items_raise_named_errors_or_are_skipped(tmp_path, good_files, case,
     with pytest.raises(DataError) as error:
         load_dataset(source, cache=False)
     assert name in str(error.value) and problem in str(error.value)
-    ds = load_dataset(source, cache=False, skip_bad=True)
+    with caplog.at_level(logging.WARNING):
+        ds = load_dataset(source, cache=False, skip_bad=True)
     assert len(ds) == 4
     assert len(ds.skipped) == 1 and name in ds.skipped[0][0] and problem in ds.skipped[0][1]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].count(name) == 1
+
+
+def test_csv_with_a_byte_order_mark_is_read(tmp_path):
+    path = write_csv(tmp_path / "excel.csv", [(3, pixels(), "Training")])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert [CLASSES[k] for k in load_dataset(path, cache=False).labels] == ["happy"]
+
+
+@pytest.mark.parametrize("content", [bytes(range(256)) * 8, b"emotion,pixels,Usage\n0,\x00\x00,Training\n"])
+def test_binary_file_named_csv_is_a_named_error(tmp_path, content):
+    path = tmp_path / "binary.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=r"binary\.csv: not a text CSV file"):
+        load_dataset(path, cache=False)
 
 
 def test_rgb_is_converted_and_other_sizes_resized_on_request():

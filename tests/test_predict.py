@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,9 +71,20 @@ def test_predict_cli_json_and_exit_codes(saved_model, tmp_path, capsys):
 def test_missing_model_is_a_named_error(tmp_path, capsys):
     with pytest.raises(DataError, match=r"nope\.keras: model file not found"):
         load_model(tmp_path / "nope.keras")
-    (tmp_path / "bad.keras").write_text("not a model")
-    assert main(["predict", "x.png", "--model", str(tmp_path / "bad.keras")]) == 2
-    assert "bad.keras: not a loadable Keras model" in capsys.readouterr().err
+    for name in ("bad.keras", "notes.txt"):
+        (tmp_path / name).write_text("not a model")
+        assert main(["predict", "x.png", "--model", str(tmp_path / name)]) == 2
+        assert f"{name}: not a Keras model file (expected a .keras archive" in capsys.readouterr().err
+
+
+def test_two_inputs_of_one_file_name_get_two_annotations(saved_model, tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    photos = [drawn_face_photo(tmp_path / folder / "face.jpg") for folder in ("a", "b")]
+    results, _ = predict_images(load_model(saved_model), photos, annotate_dir=tmp_path / "out")
+    written = [r["annotated"] for r in results]
+    assert written == [str(tmp_path / "out" / "face_annotated.png"), str(tmp_path / "out" / "face_annotated-2.png")]
+    assert all(Path(w).stat().st_size > 1000 for w in written)
 
 
 EVALUATE_KEYS = {"usage", "n", "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci", "per_class", "confusion",
