@@ -1,5 +1,5 @@
 """Training throughput: (A) the bare model on in-memory float tensors against (B) what
-``fer_utils.train`` runs: uint8 images through the seeded-order tf.data pipeline into the
+``fer_utils.train`` runs: uint8 images as seeded-order batches (``Batches``) into the
 training model, whose augmentation and channel repetition run inside the training step.
 
 The two sides alternate (A, B, A, B, ...) so that a shared machine's drifting speed hits
@@ -19,7 +19,7 @@ import tensorflow as tf
 from fer_utils.augment import build_augmentation
 from fer_utils.inference import model_input
 from fer_utils.models import DEFAULT_CHANNELS, build_model
-from fer_utils.train import epoch_orders, make_dataset, resolve_precision, training_model
+from fer_utils.train import Batches, resolve_precision, training_model
 
 
 def sides(model_name: str, n: int, batch: int, precision: str):
@@ -39,9 +39,8 @@ def sides(model_name: str, n: int, batch: int, precision: str):
     keras.mixed_precision.set_global_policy(resolve_precision(precision))
     trainer = training_model(build_model(model_name), augmentation, channels)
     trainer.compile("adam", "categorical_crossentropy")
-    pipeline = make_dataset(images, labels, batch_size=batch, weights={i: 1.0 for i in range(7)},
-                            order=epoch_orders(n, 0, 0, 1))
-    return (bare, model_only), (trainer, pipeline)
+    pipeline = Batches(images, labels, batch_size=batch, weights={i: 1.0 for i in range(7)}, seed=0)
+    return (bare, model_only, None), (trainer, pipeline, pipeline.steps)
 
 
 def main():
@@ -53,14 +52,14 @@ def main():
     parser.add_argument("--precision", default="auto", choices=("auto", "mixed_bfloat16", "float32"))
     args = parser.parse_args()
     both = sides(args.model, args.images, args.batch, args.precision)
-    for model, data in both:  # warm-up: tracing and the first cache pass
-        model.fit(data.take(4), epochs=1, verbose=0)
+    for model, data, steps in both:  # warm-up: tracing and the first cache pass
+        model.fit(data, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
     ratios = []
     for pair in range(args.pairs):
         speeds = []
-        for model, data in both:
+        for model, data, steps in both:
             start = time.perf_counter()
-            model.fit(data, epochs=1, verbose=0)
+            model.fit(data, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
             speeds.append(args.images / (time.perf_counter() - start))
         ratios.append(speeds[1] / speeds[0])
         print(f"pair {pair + 1}: model only {speeds[0]:7.1f} images/s, pipeline + training model "

@@ -25,9 +25,11 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    logging.getLogger("papermill").setLevel(logging.WARNING)  # the pipeline prints its own progress
+    for noisy in ("papermill", "jax._src.xla_bridge"):  # the pipeline prints its own progress; JAX its
+        logging.getLogger(noisy).setLevel(logging.WARNING)  # search for accelerators
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if args.tf_log else "2")
-    if args.handler in (cmd_train, cmd_evaluate, cmd_predict) and not args.tf_log:
+    tensorflow_backend = os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow"
+    if args.handler in (cmd_train, cmd_evaluate, cmd_predict) and tensorflow_backend and not args.tf_log:
         import_tensorflow_quietly()
     from fer_utils.pipeline import PipelineError  # noqa: PLC0415 (keeps --help fast)
     from fer_utils.runs import RunFinishedError  # noqa: PLC0415

@@ -1,6 +1,7 @@
-"""Training: an in-memory tf.data input pipeline with a seeded order per epoch, augmentation
-inside the training model, weighted loss, optimizers and schedules, ``mixed_bfloat16``,
-``tf.distribute`` strategies, and runs that resume exactly where they were killed."""
+"""Training on any Keras backend (TensorFlow, JAX): in-memory batches in a seeded order per
+epoch, augmentation inside the training model (so it runs on the training device), weighted
+loss, optimizers and schedules, ``mixed_bfloat16``, ``tf.distribute`` strategies on the
+TensorFlow backend, and runs that resume exactly where they were killed."""
 
 from __future__ import annotations
 
@@ -16,9 +17,8 @@ from pathlib import Path
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
-from fer_utils import CLASSES, DataError
+from fer_utils import CLASSES, DataError, OptionError
 from fer_utils.augment import build_augmentation
 from fer_utils.config import RESUMABLE_CHANGES, TrainConfig
 from fer_utils.inference import predict_proba
@@ -41,10 +41,25 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def accelerator_present() -> bool:
+    """Whether the Keras backend trains on a GPU (or TPU)."""
+    backend = keras.config.backend()
+    if backend == "jax":
+        import jax  # noqa: PLC0415
+
+        return jax.default_backend() in ("gpu", "tpu")
+    if backend == "tensorflow":
+        import tensorflow as tf  # noqa: PLC0415
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    return False
+
+
 def resolve_precision(precision: str) -> str:
-    """The Keras dtype policy for ``precision`` (``auto`` picks bf16 where the CPU has it)."""
+    """The Keras dtype policy for ``precision`` (``auto`` picks bf16 on an accelerator or
+    where the CPU has bf16 arithmetic)."""
     if precision == "auto":
-        return "mixed_bfloat16" if tf.config.list_physical_devices("GPU") or cpu_supports_bf16() else "float32"
+        return "mixed_bfloat16" if accelerator_present() or cpu_supports_bf16() else "float32"
     return precision
 
 
@@ -54,25 +69,38 @@ def epoch_orders(n: int, seed: int, first: int, last: int) -> np.ndarray:
     return np.stack([np.random.default_rng([seed, epoch]).permutation(n) for epoch in range(first, last)])
 
 
-def make_dataset(images, labels, *, batch_size: int, weights=None, order=None) -> tf.data.Dataset:
+class Batches(keras.utils.PyDataset):
     """Batches ``(x, one_hot)`` or, with per-class ``weights``, ``(x, one_hot, sample_weight)``
-    of in-memory uint8 ``images``; ``x`` is float32 ``(batch, 48, 48, 1)``, values 0-255.
+    of in-memory uint8 ``images``, for any Keras backend; ``x`` is float32
+    ``(batch, 48, 48, 1)``, values 0-255.
 
-    ``order`` (an ``(epochs, n)`` index matrix, see :func:`epoch_orders`) gives the images
-    of each epoch in turn, never mixing two epochs in a batch; without it, one pass in order.
+    Without ``seed``: one pass in order (validation). With ``seed``: an endless stream
+    (train with ``steps_per_epoch=batches.steps``) in which batch ``i`` belongs to epoch
+    ``first_epoch + i // steps`` and comes from that epoch's permutation
+    (:func:`epoch_orders`): a pure function of ``i``, so read-ahead cannot mix epochs and
+    a resumed run sees what an uninterrupted one would.
     """
-    tensors = [images[..., None], np.eye(len(CLASSES), dtype=np.float32)[labels]]
-    if weights is not None:
-        tensors.append(np.array([weights[i] for i in range(len(CLASSES))], np.float32)[labels])
-    if order is None:
-        ds = tf.data.Dataset.from_tensor_slices(tuple(tensors)).batch(batch_size)
-    else:
-        data = tuple(tf.constant(t) for t in tensors)
-        ds = (tf.data.Dataset.from_tensor_slices(np.asarray(order, np.int32))
-              .flat_map(lambda row: tf.data.Dataset.from_tensor_slices(row).batch(batch_size))
-              .map(lambda idx: tuple(tf.gather(t, idx) for t in data)))
-    to_float = lambda x, *rest: (tf.cast(x, tf.float32), *rest)  # noqa: E731
-    return ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+    def __init__(self, images, labels, *, batch_size: int, weights=None, seed=None, first_epoch: int = 0):
+        super().__init__()
+        self.images, self.batch_size, self.seed, self.first_epoch = images, batch_size, seed, first_epoch
+        self.targets = [np.eye(len(CLASSES), dtype=np.float32)[labels]]
+        if weights is not None:
+            self.targets.append(np.array([weights[i] for i in range(len(CLASSES))], np.float32)[labels])
+        self.steps = -(-len(images) // batch_size)
+        self._epoch, self._order = None, np.arange(len(images))
+
+    @property
+    def num_batches(self):
+        return self.steps if self.seed is None else None
+
+    def __getitem__(self, index):
+        epoch, step = divmod(index, self.steps)
+        if self.seed is not None and epoch + self.first_epoch != self._epoch:
+            self._epoch = epoch + self.first_epoch
+            self._order = epoch_orders(len(self.images), self.seed, self._epoch, self._epoch + 1)[0]
+        take = self._order[step * self.batch_size:(step + 1) * self.batch_size]
+        return (self.images[take][..., None].astype(np.float32), *(t[take] for t in self.targets))
 
 
 def training_model(model: keras.Model, augmentation=None, channels: int = 1) -> keras.Model:
@@ -85,15 +113,21 @@ def training_model(model: keras.Model, augmentation=None, channels: int = 1) -> 
     return keras.Model(inputs, model(x), name=f"training_{model.name}")
 
 
-def distribution_strategy(name: str) -> tf.distribute.Strategy:
-    """``default``, ``mirrored`` (all local GPUs, or CPUs) or ``multiworker`` (``TF_CONFIG``)."""
+def distribution_strategy(name: str):
+    """``default``, ``mirrored`` (all local GPUs, or CPUs) or ``multiworker`` (``TF_CONFIG``):
+    ``tf.distribute`` strategies, for the TensorFlow backend only."""
+    if name == "default":
+        return None
+    if keras.config.backend() != "tensorflow":
+        raise OptionError(f"strategy {name!r} needs the TensorFlow backend (KERAS_BACKEND is "
+                          f"{keras.config.backend()!r})")
+    import tensorflow as tf  # noqa: PLC0415
+
     if name == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in gpus or tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices=devices)
-    if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
+    return tf.distribute.MultiWorkerMirroredStrategy()
 
 
 def build_optimizer(config: TrainConfig, steps_per_epoch: int):
@@ -187,7 +221,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         shutil.rmtree(new, ignore_errors=True)
         new.mkdir()
         variables = self.model.variables + self.model.optimizer.variables
-        np.savez(new / "variables.npz", *[np.asarray(v.numpy()) for v in variables])
+        np.savez(new / "variables.npz", *[keras.ops.convert_to_numpy(v) for v in variables])
         counters = {type(c).__name__: {k: _number(getattr(c, k)) for k in COUNTERS[type(c).__name__]}
                     for c in self.callbacks if type(c).__name__ in COUNTERS}
         (new / "state.json").write_text(json.dumps({"epoch": epoch + 1, "counters": counters}))
@@ -321,8 +355,8 @@ def _fit(prepared: Prepared, config: TrainConfig, out: Path, augmentation) -> ke
     x_train, y_train = prepared.arrays("train")
     x_val, y_val = prepared.arrays("val")
     strategy = distribution_strategy(config.strategy)
-    steps = int(np.ceil(len(x_train) / config.batch_size))
-    scope = strategy.scope() if config.strategy != "default" else contextlib.nullcontext()
+    steps = -(-len(x_train) // config.batch_size)
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         model = build_model(config.model, **config.model_options)
         trainer = training_model(model, augmentation, DEFAULT_CHANNELS[config.model])
@@ -337,12 +371,11 @@ def _fit(prepared: Prepared, config: TrainConfig, out: Path, augmentation) -> ke
         history[history["epoch"] < done].to_csv(out / HISTORY, index=False)
     _write_state(out, state="running", epochs_done=done, epochs_planned=config.epochs, pid=os.getpid())
     if done < config.epochs:
-        train_ds = make_dataset(x_train, y_train, batch_size=config.batch_size,
-                                weights=prepared.class_weights if config.class_weighted else None,
-                                order=epoch_orders(len(x_train), config.seed, done, config.epochs))
-        val_ds = make_dataset(x_val, y_val, batch_size=256)
-        trainer.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=done,
-                    steps_per_epoch=steps, callbacks=callbacks, shuffle=False, verbose=config.verbose)
+        train_batches = Batches(x_train, y_train, batch_size=config.batch_size, seed=config.seed, first_epoch=done,
+                                weights=prepared.class_weights if config.class_weighted else None)
+        trainer.fit(train_batches, validation_data=Batches(x_val, y_val, batch_size=256), epochs=config.epochs,
+                    initial_epoch=done, steps_per_epoch=train_batches.steps, shuffle=False, callbacks=callbacks,
+                    verbose=config.verbose)
     _finish(out, config, callbacks)
     return keras.models.load_model(out / BEST_MODEL)
 

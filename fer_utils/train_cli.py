@@ -11,6 +11,11 @@ from fer_utils import OptionError
 from fer_utils.config import SEED_AUGMENTATION, TrainConfig
 
 FIELDS = dataclasses.fields(TrainConfig)
+#: Help beyond the default, where the option's name does not say it all.
+HELP = {"strategy": "tf.distribute strategy: default, mirrored or multiworker (TensorFlow backend only); ",
+        "weight_decay": "decoupled, any optimizer; -1: 1e-4 for adamw, 0 for the others; ",
+        "precision": "auto (bf16 on an accelerator or a bf16 CPU), mixed_bfloat16 or float32; ",
+        "momentum": "sgd only; ", "warmup_epochs": "cosine only; "}
 #: Data options a resumed run must also keep.
 DATA_OPTIONS = {"val_fraction": 0.2, "drop_test_duplicates": False}
 
@@ -33,7 +38,8 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
                          if f.name == "augmentation" else 'JSON keywords of the model builder, e.g. {"widths": [64, 128]}')
             parser.add_argument(flag, type=json.loads, default=argparse.SUPPRESS, help=help_text)
         else:
-            parser.add_argument(flag, type=type(default), default=argparse.SUPPRESS, help=f"default: {default}")
+            parser.add_argument(flag, type=type(default), default=argparse.SUPPRESS,
+                                help=HELP.get(f.name, "") + f"default: {default}")
     parser.add_argument("--val-fraction", type=float, default=argparse.SUPPRESS, help="default: 0.2")
     parser.add_argument("--drop-test-duplicates", action="store_true", default=argparse.SUPPRESS)
     parser.add_argument("--out", required=True, help="run folder")

@@ -15,7 +15,7 @@ from fer_utils.data import load_dataset
 from fer_utils.prepare import prepare
 from fer_utils.augment import build_augmentation
 from fer_utils.models import build_model
-from fer_utils.train import (EpochTimer, TrainConfig, epoch_orders, make_dataset, resolve_precision, train,
+from fer_utils.train import (Batches, EpochTimer, TrainConfig, epoch_orders, resolve_precision, train,
                              training_model)
 
 NO_AUGMENTATION = dict(rotation=0, shift=0, shear=0, zoom=0, flip=False)
@@ -26,18 +26,22 @@ def prepared(synthetic_zip):
     return prepare(load_dataset(synthetic_zip))
 
 
-def test_input_pipeline_shapes_weights_and_epoch_order():
+def test_batches_shapes_weights_and_epoch_order():
     images = np.arange(10 * 48 * 48, dtype=np.uint32).reshape(10, 48, 48).astype(np.uint8)
     labels = np.array([0, 1, 2, 3, 4, 5, 6, 0, 1, 2])
     weights = {k: float(k + 1) for k in range(7)}
-    x, y, w = next(iter(make_dataset(images, labels, batch_size=4, weights=weights)))
-    assert x.shape == (4, 48, 48, 1) and x.dtype == "float32" and float(x[0, 0, 1, 0]) == 1.0
+    ordered = Batches(images, labels, batch_size=4, weights=weights)
+    x, y, w = ordered[0]
+    assert ordered.num_batches == 3 and x.shape == (4, 48, 48, 1) and x.dtype == "float32" and x[0, 0, 1, 0] == 1.0
     np.testing.assert_array_equal(np.argmax(y, axis=1), labels[:4])
     np.testing.assert_array_equal(w, [1.0, 2.0, 3.0, 4.0])
-    order = epoch_orders(10, seed=0, first=0, last=2)
-    batches = [np.argmax(y, axis=1) for x, y in make_dataset(images, labels, batch_size=4, order=order)]
-    assert [len(b) for b in batches] == [4, 4, 2, 4, 4, 2]  # no batch mixes two epochs
-    np.testing.assert_array_equal(np.concatenate(batches), labels[order.ravel()])
+    assert len(ordered[2][0]) == 2
+    stream = Batches(images, labels, batch_size=4, seed=0, first_epoch=5)  # endless: epoch 5, then 6
+    assert stream.num_batches is None and stream.steps == 3
+    seen = [np.argmax(stream[i][1], axis=1) for i in range(6)]
+    assert [len(b) for b in seen] == [4, 4, 2, 4, 4, 2]  # no batch mixes two epochs
+    np.testing.assert_array_equal(np.concatenate(seen), labels[epoch_orders(10, 0, 5, 7).ravel()])
+    np.testing.assert_array_equal(stream[4][1], Batches(images, labels, batch_size=4, seed=0, first_epoch=6)[1][1])
 
 
 def test_epoch_order_depends_on_seed_and_epoch_only():
@@ -177,9 +181,10 @@ def test_a_second_writer_is_refused_while_the_first_runs(synthetic_zip, tmp_path
 
 
 def test_resume_refuses_data_that_gives_another_split(prepared, synthetic_zip, tmp_path):
-    config = TrainConfig(epochs=1, batch_size=32, verbose=0, precision="float32", augmentation=NO_AUGMENTATION,
-                         model_options={"widths": [8], "convs": [1]})
+    config = TrainConfig(epochs=3, batch_size=32, verbose=0, precision="float32", augmentation=NO_AUGMENTATION,
+                         model_options={"widths": [8], "convs": [1]}, time_budget=1e-6)
     train(prepared, config, tmp_path)
+    assert json.loads((tmp_path / "train_state.json").read_text())["state"] == "time_budget"
     other = prepare(load_dataset(synthetic_zip), seed=1)
     with pytest.raises(DataError, match="split.npz: this data gives another train/validation split"):
         train(other, config, tmp_path, resume=True)
@@ -190,8 +195,7 @@ def test_mirrored_strategy_on_two_logical_cpus(synthetic_zip, tmp_path):
         import tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from fer_utils import DataError
-from fer_utils.data import load_dataset
+        from fer_utils.data import load_dataset
         from fer_utils.prepare import prepare
         from fer_utils.train import TrainConfig, train
         config = TrainConfig(model="vgg_gap", epochs=4, batch_size=32, strategy="mirrored", verbose=0,
