@@ -8,7 +8,7 @@ DATA ?=
 OUT ?=
 FER2013 ?= ../shared/data/fer2013.zip
 
-.PHONY: venv report fer2013 calibration long-runs long-runs-status test lab notebooks benchmark benchmark-fer clean
+.PHONY: venv report fer2013 calibration long-runs long-runs-status device-pack device-rehearsal test lab notebooks benchmark benchmark-fer clean
 
 venv: $(VENV)/.installed
 
@@ -42,6 +42,23 @@ long-runs: venv
 # Where the long runs stand; copies their histories and the table into reports/fer2013/long-runs/.
 long-runs-status: venv
 	$(PY) -m fer_utils long-runs status --write reports/fer2013/long-runs
+
+# Pack FER2013's Training images and the keras wheels for the lent GPU machine; prints the calls.
+device-pack: venv
+	$(PY) scripts/device_runs.py pack --plan configs/gpu-runs.yaml --data $(FER2013)
+
+# The GPU script rehearsed here on the CPU: tiny synthetic data, the same packing, JAX training
+# of several runs at once, unpacking and scoring (about 2 minutes; uses /tmp/fer-rehearsal).
+REHEARSAL := /tmp/fer-rehearsal
+device-rehearsal: venv
+	rm -rf $(REHEARSAL) && mkdir -p $(REHEARSAL)
+	$(PY) -m fer_utils synthetic $(REHEARSAL)/data.zip --train 600 --public 100 --private 100
+	FER_DEVICE_PACK=$(REHEARSAL)/pack $(PY) scripts/device_runs.py pack --plan configs/gpu-rehearsal.yaml \
+		--data $(REHEARSAL)/data.zip --no-wheels
+	PATH=$(abspath $(VENV))/bin:$$PATH FER_DEVICE_PACK=$(REHEARSAL)/pack FER_DEVICE_WORK=$(REHEARSAL)/work \
+		PLAN=configs/gpu-rehearsal.yaml JOBS=2 OUT=$(REHEARSAL)/out bash scripts/device_runs.sh
+	$(PY) scripts/device_runs.py unpack $(REHEARSAL)/out --out $(REHEARSAL)/models
+	$(PY) -m fer_utils evaluate --data $(REHEARSAL)/data.zip --model $(REHEARSAL)/models/rehearsal-a/model.keras
 
 # pytest for fer_utils, nbval for every notebook, one papermill smoke run of the pipeline.
 test: venv

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import yaml
@@ -70,11 +71,13 @@ def load_plan(path) -> Plan:
 
 
 def project_root(start: Path) -> Path:
-    """The git work tree holding ``start``."""
-    result = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=start, capture_output=True, text=True)
-    if result.returncode:
-        raise OptionError(f"{start}: not in a git work tree; long runs pin the code of a commit")
-    return Path(result.stdout.strip())
+    """The git work tree holding ``start`` (``start`` itself outside one, where runs can be
+    trained in place but not pinned)."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=start, capture_output=True, text=True)
+    except OSError:
+        return start
+    return Path(result.stdout.strip()) if result.returncode == 0 else start
 
 
 def train_args(entry: dict) -> list[str]:
@@ -97,8 +100,10 @@ def pinned_code(root: Path, runs_dir: Path, name: str) -> Path:
     pins_file = runs_dir / ".pins.json"
     pins = json.loads(pins_file.read_text()) if pins_file.exists() else {}
     if name not in pins:
-        pins[name] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                    check=True).stdout.strip()
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
+        if head.returncode:
+            raise OptionError(f"{root}: not a git work tree with a commit; long runs pin the code of a commit")
+        pins[name] = head.stdout.strip()
         pins_file.write_text(json.dumps(pins, indent=2) + "\n")
     code = runs_dir / ".code" / pins[name]
     if not (code / PINNED_COMMIT).exists():
@@ -148,6 +153,36 @@ def run_plan(plan_file, runs_dir=None, log=print) -> int:
             log(f"{entry['name']}: exit {returncode}, {run_state(run_dir)}")
             failures += returncode != 0
     return failures
+
+
+def run_parallel(plan_file, runs_dir, *, jobs: int, env=None, log=print) -> dict[str, int]:
+    """Train every run of the plan from the code in place, ``jobs`` at a time, each process
+    with ``1/jobs`` of the accelerator's memory (the lent GPU machine, whose copy of the
+    tree is fresh, so there is nothing to pin); returns each run's exit code."""
+    from fer_utils.data import load_dataset  # noqa: PLC0415
+
+    plan = load_plan(plan_file)
+    runs_dir = Path(runs_dir).resolve()
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    load_dataset(plan.data)  # decode once into the cache that every run then reads
+    share = f"{0.9 / jobs:.3f}"
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "XLA_PYTHON_CLIENT_MEM_FRACTION": share, **(env or {})}
+    waiting, running, codes = list(plan.runs), {}, {}
+    while waiting or running:
+        while waiting and len(running) < jobs:
+            entry = waiting.pop(0)
+            command = [sys.executable, "-m", "fer_utils", "train", "--data", str(plan.data),
+                       "--out", str(runs_dir / entry["name"]), *train_args(entry)]
+            with (runs_dir / f"{entry['name']}.log").open("w") as out:
+                running[entry["name"]] = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                                          env=environment)
+            log(f"{entry['name']}: started")
+        for name, process in list(running.items()):
+            if process.poll() is not None:
+                codes[name] = running.pop(name).returncode
+                log(f"{name}: exit {codes[name]}, {run_state(runs_dir / name)}")
+        time.sleep(1)
+    return codes
 
 
 def start_detached(plan_file, runs_dir=None) -> Path:
