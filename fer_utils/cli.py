@@ -106,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--seed", type=int, default=0)
 
     sub = command("evaluate", cmd_evaluate, "Score a saved model on one usage of a data source.")
-    sub.add_argument("--model", help="saved .keras model (default: the shipped model)")
+    sub.add_argument("--model", action="append",
+                     help="saved .keras model (default: the shipped model); repeat it to score the ensemble "
+                          "(mean probabilities) of several")
     data_options(sub)
     sub.add_argument("--usage", help="Training, PublicTest or PrivateTest (default: PublicTest if present)")
     sub.add_argument("--tta", type=non_negative_int, default=0, metavar="N",
@@ -188,9 +190,11 @@ def cmd_evaluate(args) -> None:
     from fer_utils.predict import default_usage, evaluate_model, load_model  # noqa: PLC0415
     dataset = load_dataset(args.data, skip_bad=args.skip_bad, resize=args.resize)
     usage = args.usage or default_usage(dataset)
-    result = evaluate_model(load_model(args.model), dataset, usage, tta=args.tta, tta_mode=args.tta_mode,
-                            keep_blank=args.keep_blank)
-    result["model"] = str(args.model or "default")
+    paths = args.model or [None]
+    models = [load_model(path) for path in paths]
+    result = evaluate_model(models if len(models) > 1 else models[0], dataset, usage, tta=args.tta,
+                            tta_mode=args.tta_mode, keep_blank=args.keep_blank)
+    result["model"] = str(paths[0] or "default") if len(paths) == 1 else [str(p) for p in paths]
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -201,6 +205,13 @@ def cmd_evaluate(args) -> None:
     if result["tta"]:
         tta = result["tta"]
         print(f"with {tta['mode']} TTA x{tta['n']}: accuracy {tta['accuracy']:.4f}, macro-F1 {tta['macro_f1']:.4f}")
+    for path, member in zip(paths, result.get("members", [])):
+        print(f"  member {path}: accuracy {member['accuracy']:.4f}"
+              + (f", with TTA {member['tta_accuracy']:.4f}" if "tta_accuracy" in member else ""))
+    if "gain_over_best_member" in result:
+        gain = result["gain_over_best_member"]
+        print(f"ensemble of {len(paths)}: {gain['gain'] * 100:+.2f} points over its best member "
+              f"(paired 95% CI {gain['gain_ci'][0] * 100:+.2f} to {gain['gain_ci'][1] * 100:+.2f})")
 
 
 def cmd_predict(args) -> int:

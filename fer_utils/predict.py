@@ -9,7 +9,7 @@ import numpy as np
 
 from fer_utils import CLASSES, IMAGE_SIZE, DataError
 from fer_utils.data import Dataset
-from fer_utils.evaluate import score
+from fer_utils.evaluate import accuracy_gain, score
 from fer_utils.faces import annotate, crop_faces, detect_faces, read_gray
 from fer_utils.inference import predict_proba
 from fer_utils.quality import blank_mask
@@ -52,20 +52,49 @@ def default_usage(dataset: Dataset) -> str:
 def evaluate_model(model, dataset: Dataset, usage: str, *, tta: int = 0, tta_mode: str = "random",
                    keep_blank: bool = False, seed: int = 0) -> dict:
     """Score ``model`` on one usage: every metric of :func:`fer_utils.evaluate.score`, the
-    blank images left out (reported), and the TTA scores when ``tta`` > 0."""
+    blank images left out (reported), and the TTA scores when ``tta`` > 0.
+
+    ``model`` may be a list of models: they are scored as an ensemble (the mean of their
+    probabilities, plain and with TTA), with each member's scores under ``members`` and the
+    ensemble's paired accuracy gain over the best member (``gain_over_best_member``).
+    """
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
     part = dataset.usage(usage)
     blank = np.zeros(len(part), bool) if keep_blank else blank_mask(part.images)
     part = part.subset(~blank)
-    proba = predict_proba(model, part.images)
+    plain = [predict_proba(m, part.images) for m in models]
+    proba = np.mean(plain, axis=0)
     result = score(part.labels, proba, usage=usage, seed=seed)
     result.update(data=Path(dataset.source).name, synthetic=dataset.synthetic, blank_removed=int(blank.sum()),
                   tta=None)
     if tta:
-        tta_proba = tta_predict(model, part.images, tta, mode=tta_mode, seed=seed)
-        tta_result = tta_score(part.labels, proba, tta_proba, usage=usage, seed=seed)
+        copies = [tta_predict(m, part.images, tta, mode=tta_mode, seed=seed) for m in models]
+        tta_result = tta_score(part.labels, proba, np.mean(copies, axis=0), usage=usage, seed=seed)
         result["tta"] = {"n": tta, "mode": tta_mode, **{k: tta_result[k] for k in (
             "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci", "gain", "gain_ci")}}
+    if len(models) > 1:
+        copies = copies if tta else [None] * len(models)
+        result["members"] = [_member_scores(part.labels, p, c, seed) for p, c in zip(plain, copies)]
+        result["gain_over_best_member"] = _gain_over_best(part.labels, plain, proba, seed)
+        if tta:
+            result["tta"]["gain_over_best_member"] = _gain_over_best(part.labels, copies, np.mean(copies, axis=0),
+                                                                     seed)
     return result
+
+
+def _member_scores(labels, plain, copies, seed) -> dict:
+    """An ensemble member's accuracy and macro-F1, plain and (with ``copies``) with TTA."""
+    scores = {k: v for k, v in score(labels, plain, seed=seed).items() if k in ("accuracy", "macro_f1")}
+    if copies is not None:
+        scores.update({f"tta_{k}": v for k, v in score(labels, copies, seed=seed).items()
+                       if k in ("accuracy", "macro_f1")})
+    return scores
+
+
+def _gain_over_best(labels, member_probas, ensemble_proba, seed) -> dict:
+    """The ensemble's paired accuracy gain (and 95% interval) over its most accurate member."""
+    best = member_probas[int(np.argmax([(p.argmax(axis=1) == labels).mean() for p in member_probas]))]
+    return accuracy_gain(labels, best, ensemble_proba, seed=seed)
 
 
 def predict_images(model, paths, *, annotate_dir=None):

@@ -9,6 +9,7 @@ from fer_utils.cli import main
 from fer_utils.data import load_dataset
 from fer_utils.faces import crop_faces, detect_faces, read_gray
 from fer_utils.predict import evaluate_model, load_model, predict_images
+from fer_utils.quality import blank_mask
 
 from .conftest import drawn_face_photo, face, png_bytes
 
@@ -121,3 +122,33 @@ def test_shipped_default_model_is_used_without_model(synthetic_zip, tmp_path, ca
     assert result["model"] == "default" and result["usage"] == "PublicTest"
     assert main(["predict", str(drawn_face_photo(tmp_path / "p.jpg")), "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["images"][0]["faces"]) == 1
+
+
+def test_ensemble_averages_member_probabilities_and_reports_its_gain_over_the_best(saved_model, synthetic_zip,
+                                                                                  tmp_path, capsys):
+    import keras  # noqa: PLC0415
+
+    from fer_utils.inference import predict_proba  # noqa: PLC0415
+    from fer_utils.models import build_model  # noqa: PLC0415
+
+    keras.utils.set_random_seed(1)
+    other = tmp_path / "other.keras"
+    build_model("vgg_gap", widths=(8, 16), convs=(1, 1)).save(other)
+    dataset = load_dataset(synthetic_zip)
+    members = [load_model(saved_model), load_model(other)]
+    result = evaluate_model(members, dataset, "PublicTest", tta=2)
+    public = dataset.usage("PublicTest")
+    public = public.subset(~blank_mask(public.images))
+    ensemble = np.mean([predict_proba(m, public.images) for m in members], axis=0)
+    assert result["accuracy"] == pytest.approx((ensemble.argmax(axis=1) == public.labels).mean())
+    best = max(m["accuracy"] for m in result["members"])
+    assert result["gain_over_best_member"]["gain"] == pytest.approx(result["accuracy"] - best)
+    assert {"accuracy", "macro_f1", "tta_accuracy", "tta_macro_f1"} == set(result["members"][0])
+    best_tta = max(m["tta_accuracy"] for m in result["members"])
+    assert result["tta"]["gain_over_best_member"]["gain"] == pytest.approx(result["tta"]["accuracy"] - best_tta)
+    single = evaluate_model(members[0], dataset, "PublicTest")
+    assert evaluate_model([members[0]] * 2, dataset, "PublicTest")["accuracy"] == single["accuracy"]
+    assert "members" not in single
+    assert main(["evaluate", "--model", str(saved_model), "--model", str(other), "--data", str(synthetic_zip)]) == 0
+    out = capsys.readouterr().out
+    assert f"member {other}: accuracy" in out and "ensemble of 2: " in out and "over its best member" in out
