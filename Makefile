@@ -8,7 +8,7 @@ DATA ?=
 OUT ?=
 FER2013 ?= ../shared/data/fer2013.zip
 
-.PHONY: venv report fer2013 calibration long-runs long-runs-status device-pack device-rehearsal test lab notebooks benchmark benchmark-fer clean
+.PHONY: venv lint report fer2013 calibration long-runs long-runs-status device-pack device-rehearsal test lab notebooks benchmark benchmark-fer clean
 
 venv: $(VENV)/.installed
 
@@ -65,7 +65,11 @@ test: venv
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest
 
 lab: venv
+	$(PY) -m pip install --quiet -e '.[dev,lab]'
 	$(VENV)/bin/jupyter lab notebooks
+
+lint: venv
+	$(VENV)/bin/ruff check fer_utils tests benchmarks scripts conftest.py
 
 # Re-execute the committed notebooks in place with their default parameters (what nbval compares).
 notebooks: venv

@@ -16,13 +16,12 @@ import json
 from pathlib import Path
 
 import keras
-import numpy as np
+from timing import best_seconds
 
 from fer_utils import CLASSES
 from fer_utils.data import load_dataset
 from fer_utils.inference import predict_proba
 from fer_utils.predict import evaluate_model, load_model
-from timing import best_seconds
 
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 

@@ -161,7 +161,7 @@ def cmd_summary(args) -> None:
           + "".join(f"; across {pair} {n}" for pair, n in dup["across"].items()))
     if dataset.skipped:
         print(f"skipped {len(dataset.skipped)} bad item(s):")
-        for name, problem in dataset.skipped:
+        for _, problem in dataset.skipped:
             print(f"  {problem}")
 
 

@@ -121,7 +121,7 @@ def load_dataset(source, *, skip_bad: bool = False, resize: bool = False,
     if cache and cache_file.exists():
         return _read_cache(cache_file, str(path), digest)
     out = reader(path, skip_bad, resize)
-    for name, problem in out.skipped:
+    for _, problem in out.skipped:
         log.warning("skipped %s", problem)
     if not out.labels:
         raise DataError(f"{path}: no images could be loaded")

@@ -85,7 +85,8 @@ def score(labels, proba, *, usage: str = "", n_resamples: int = 1000, seed: int 
         "per_class": {c: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
                       for c, p, r, f, s in zip(CLASSES, precision, recall, f1, support)},
         "confusion": confusion.tolist(),
-        "confusion_normalized": np.divide(confusion, rows, out=np.zeros(confusion.shape), where=rows > 0).round(4).tolist(),
+        "confusion_normalized": np.divide(confusion, rows, out=np.zeros(confusion.shape),
+                                          where=rows > 0).round(4).tolist(),
         "ece": expected_calibration_error(labels, proba),
     }
 

@@ -220,7 +220,8 @@ def status_table(plan_file, runs_dir=None):
         done = len(history)
         state = run_state(run_dir)
         seconds = float(history["seconds"].iloc[-1]) if done else 0.0
-        left = 0.0 if state in ("completed", "early stopped") else (seconds / done if done else float("nan")) * (planned - done)
+        per_epoch = seconds / done if done else float("nan")
+        left = 0.0 if state in ("completed", "early stopped") else per_epoch * (planned - done)
         rows.append({"run": entry["name"], "state": state, "epochs": f"{done}/{planned}",
                      "best val accuracy": f"{history['val_accuracy'].max():.4f}" if done else "-",
                      "minutes": f"{seconds / 60:.0f}",

@@ -41,7 +41,7 @@ class Prepared:
         """The splits present, in the order train, val, PublicTest, PrivateTest."""
         return [s for s in SPLITS if (self.split == s).any()]
 
-    def train_sample(self, fraction: float, seed: int = 0) -> "Prepared":
+    def train_sample(self, fraction: float, seed: int = 0) -> Prepared:
         """A copy keeping a stratified, seeded ``fraction`` of ``train`` and every other split
         whole (short runs such as the sweep); the class weights stay those of the full split."""
         if not 0 < fraction <= 1:

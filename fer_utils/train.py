@@ -148,8 +148,9 @@ def build_optimizer(config: TrainConfig, steps_per_epoch: int):
 
 class EpochTimer(keras.callbacks.Callback):
     """Adds cumulative training ``seconds`` and the epoch's ``learning_rate`` to each epoch's
-    logs (so the history records both; seconds continue over resumes) and, with ``budget_s`` > 0, stops before an epoch that would end past the budget
-    (predicted from this session's mean epoch time), so training stays within it."""
+    logs (so the history records both; seconds continue over resumes) and, with ``budget_s``
+    > 0, stops before an epoch that would end past the budget (predicted from this session's
+    mean epoch time), so training stays within it."""
 
     def __init__(self, offset_s: float = 0.0, budget_s: float = 0.0):
         super().__init__()
@@ -272,7 +273,7 @@ def read_state(out) -> dict:
 
 
 def _write_state(out: Path, **state) -> None:
-    state["updated"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    state["updated"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     _save_atomically(out / STATE, lambda tmp: tmp.write_text(json.dumps(state, indent=2) + "\n"))
 
 

@@ -35,7 +35,8 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
                                 help=f"default: {default}")
         elif isinstance(default, dict):
             help_text = (f"JSON overriding the seed augmentation {json.dumps(SEED_AUGMENTATION)}"
-                         if f.name == "augmentation" else 'JSON keywords of the model builder, e.g. {"widths": [64, 128]}')
+                         if f.name == "augmentation"
+                         else 'JSON keywords of the model builder, e.g. {"widths": [64, 128]}')
             parser.add_argument(flag, type=json.loads, default=argparse.SUPPRESS, help=help_text)
         else:
             parser.add_argument(flag, type=type(default), default=argparse.SUPPRESS,
@@ -60,7 +61,7 @@ def resolve_options(args, saved: dict | None = None) -> tuple[TrainConfig, dict]
     if saved:
         differ = [k for k, v in data.items() if v != saved.get(k, DATA_OPTIONS[k])]
         if differ:
-            raise FileExistsError(f"--resume continues the run with its saved options; "
+            raise FileExistsError("--resume continues the run with its saved options; "
                                   + ", ".join(f"{k} {data[k]!r} != saved {saved.get(k)!r}" for k in differ))
     config = TrainConfig(**{f.name: given.get(f.name, base[f.name]) for f in FIELDS})
     return config, data

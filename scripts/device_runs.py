@@ -96,8 +96,9 @@ def pack(plan: str, data: str, wheels: bool = True) -> dict:
     (PACK / "calls.json").write_text(json.dumps(manifest, indent=2) + "\n")
     for number, call in enumerate(calls, start=1):
         last = number == len(calls)
-        print(f"call {number}/{len(calls)}: {call['bytes'] / MIB:.1f} MiB of at most 64 MiB; carry {call['carry']}"
-              + ("; command: bash scripts/device_runs.sh" if last else "; command: true (parts stay on the warm machine)"))
+        command = "bash scripts/device_runs.sh" if last else "true (parts stay on the warm machine)"
+        print(f"call {number}/{len(calls)}: {call['bytes'] / MIB:.1f} MiB of at most 64 MiB; "
+              f"carry {call['carry']}; command: {command}")
     return manifest
 
 

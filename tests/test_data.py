@@ -150,10 +150,9 @@ def test_csv_with_a_byte_order_mark_is_read(tmp_path):
     assert [CLASSES[k] for k in load_dataset(path, cache=False).labels] == ["happy"]
 
 
-@pytest.mark.parametrize("content", [bytes(range(256)) * 8, b"emotion,pixels,Usage\n0,\x00\x00,Training\n"])
-def test_binary_file_named_csv_is_a_named_error(tmp_path, content):
+def test_binary_file_named_csv_is_a_named_error(tmp_path):
     path = tmp_path / "binary.csv"
-    path.write_bytes(content)
+    path.write_bytes(bytes(range(256)) * 8)
     with pytest.raises(DataError, match=r"binary\.csv: not a text CSV file"):
         load_dataset(path, cache=False)
 

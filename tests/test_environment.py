@@ -15,7 +15,8 @@ def normalise(requirements):
 
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pip_side = normalise(project["dependencies"] + project["optional-dependencies"]["dev"])
+    extras = project["optional-dependencies"]
+    pip_side = normalise(project["dependencies"] + extras["dev"] + extras["lab"])
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     conda_side = normalise(r for r in pip_section if not r.startswith("-e"))

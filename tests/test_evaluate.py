@@ -2,8 +2,14 @@ import numpy as np
 import pytest
 
 from fer_utils import CLASSES
-from fer_utils.evaluate import (accuracy_gain, expected_calibration_error, most_confused, per_class_table, reliability,
-                                score)
+from fer_utils.evaluate import (
+    accuracy_gain,
+    expected_calibration_error,
+    most_confused,
+    per_class_table,
+    reliability,
+    score,
+)
 
 
 def one_hot(predicted, confidence=0.9):

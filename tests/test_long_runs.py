@@ -13,6 +13,7 @@ import yaml
 
 from fer_utils import OptionError
 from fer_utils.long_runs import load_plan, train_args
+from fer_utils.runs import RunLock
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"model": "vgg_gap", "model_options": {"widths": [8, 16], "convs": [1, 1]}, "epochs": 6, "batch_size": 16,
@@ -54,6 +55,13 @@ def test_plan_entry_becomes_train_options():
     assert args == ["--epochs", "3", "--no-nesterov", "--class-weighted", "--model-options", '{"widths": [8]}']
 
 
+def test_a_second_start_is_refused_while_the_plan_runs(repo):
+    plan = write_plan(repo, [{"name": "a", **TINY}])
+    with RunLock(repo / "runs"):
+        refused = long_runs(repo, "start", "--plan", str(plan))
+    assert refused.returncode == 2 and f"the plan is already running (process {os.getpid()})" in refused.stderr
+
+
 def long_runs(repo, *args, **kwargs):
     env = {**os.environ, "PYTHONPATH": str(repo)}
     return subprocess.run([sys.executable, "-m", "fer_utils", "long-runs", *args], cwd=repo, env=env,
@@ -62,20 +70,20 @@ def long_runs(repo, *args, **kwargs):
 
 def test_killed_plan_resumes_on_its_pinned_code_with_the_history_of_an_uninterrupted_run(repo, synthetic_zip):
     long_first = {**TINY, "epochs": 25, "early_stopping": 0}  # long enough to be killed mid-run
-    plan = write_plan(repo, [{"name": "first", **long_first}, {"name": "second", **TINY, "seed": 1}], data=synthetic_zip)
+    entries = [{"name": "first", **long_first}, {"name": "second", **TINY, "seed": 1}]
+    plan = write_plan(repo, entries, data=synthetic_zip)
     reference = long_runs(repo, "run", "--plan", str(plan), "--runs", str(repo / "reference"))
     assert reference.returncode == 0, reference.stdout + reference.stderr
     started = long_runs(repo, "start", "--plan", str(plan))
     assert started.returncode == 0 and "runs/long-runs.log" in started.stdout, started.stderr
-    runs = repo / "runs"
+    runs, history = repo / "runs", repo / "runs" / "first" / "history.csv"
     deadline = time.time() + 300
-    while time.time() < deadline and not (runs / "first" / "history.csv").exists():
+    while time.time() < deadline and (not history.exists() or len(history.read_text().splitlines()) < 3):
         time.sleep(0.1)
-    refused = long_runs(repo, "start", "--plan", str(plan))
-    assert refused.returncode == 2 and "the plan is already running" in refused.stderr
     os.killpg(json.loads((runs / "run.lock").read_text())["pid"], signal.SIGKILL)  # the runner and its training
     time.sleep(1)
-    assert "interrupted" in long_runs(repo, "status", "--plan", str(plan)).stdout
+    status = long_runs(repo, "status", "--plan", str(plan)).stdout
+    assert "first interrupted" in " ".join(status.split()) and "not started" in status, status
     train_py = repo / "fer_utils" / "train.py"  # the work tree changes; the runs must not notice
     train_py.write_text('raise SystemExit("the work tree\'s code ran")\n' + train_py.read_text())
     resumed = long_runs(repo, "run", "--plan", str(plan))

@@ -49,8 +49,8 @@ def test_unknown_model_name():
 
 def test_vgg_lean_drops_one_full_resolution_convolution():
     lean, full = build_model("vgg_lean"), build_model("vgg_gap")
-    convs_at_48 = lambda m: sum(isinstance(l, keras.layers.Conv2D) and l.output.shape[1] == 48  # noqa: E731
-                                for l in m.layers)
+    convs_at_48 = lambda m: sum(isinstance(layer, keras.layers.Conv2D) and layer.output.shape[1] == 48  # noqa: E731
+                                for layer in m.layers)
     assert (convs_at_48(lean), convs_at_48(full)) == (1, 2)
     assert flops_per_image(full) - flops_per_image(lean) == 2 * 48 * 48 * 3 * 3 * 32 * 32
     assert lean.name == "vgg_lean"

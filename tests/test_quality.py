@@ -2,8 +2,14 @@ import numpy as np
 import pytest
 
 from fer_utils.data import Dataset
-from fer_utils.quality import (blank_counts, blank_mask, duplicate_groups, duplicate_summary, image_digests,
-                               train_test_duplicates)
+from fer_utils.quality import (
+    blank_counts,
+    blank_mask,
+    duplicate_groups,
+    duplicate_summary,
+    image_digests,
+    train_test_duplicates,
+)
 
 
 def make(images, usages):

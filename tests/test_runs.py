@@ -7,8 +7,16 @@ import sys
 import pytest
 
 from fer_utils import runs
-from fer_utils.runs import (RunExistsError, RunLock, RunLockedError, claim_run_dir, lock_holder, package_versions,
-                            read_manifest, write_manifest)
+from fer_utils.runs import (
+    RunExistsError,
+    RunLock,
+    RunLockedError,
+    claim_run_dir,
+    lock_holder,
+    package_versions,
+    read_manifest,
+    write_manifest,
+)
 
 
 def make_run(path, data_hash):

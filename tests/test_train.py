@@ -11,12 +11,11 @@ import pandas as pd
 import pytest
 
 from fer_utils import DataError
-from fer_utils.data import load_dataset
-from fer_utils.prepare import prepare
 from fer_utils.augment import build_augmentation
+from fer_utils.data import load_dataset
 from fer_utils.models import build_model
-from fer_utils.train import (Batches, EpochTimer, TrainConfig, epoch_orders, resolve_precision, train,
-                             training_model)
+from fer_utils.prepare import prepare
+from fer_utils.train import Batches, EpochTimer, TrainConfig, epoch_orders, resolve_precision, train, training_model
 
 NO_AUGMENTATION = dict(rotation=0, shift=0, shear=0, zoom=0, flip=False)
 

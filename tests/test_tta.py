@@ -2,8 +2,18 @@ import keras
 import numpy as np
 import pytest
 
-from fer_utils.tta import (DETERMINISTIC_VIEWS, VARIANTS, accuracy_by_copies, deterministic_view, study_scores,
-                           study_table, tta_copies, tta_predict, tta_score, tta_study)
+from fer_utils.tta import (
+    DETERMINISTIC_VIEWS,
+    VARIANTS,
+    accuracy_by_copies,
+    deterministic_view,
+    study_scores,
+    study_table,
+    tta_copies,
+    tta_predict,
+    tta_score,
+    tta_study,
+)
 
 
 @pytest.fixture
