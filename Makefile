@@ -8,7 +8,7 @@ DATA ?=
 OUT ?=
 FER2013 ?= ../shared/data/fer2013.zip
 
-.PHONY: venv lint report fer2013 calibration long-runs long-runs-status device-pack device-rehearsal test lab notebooks benchmark benchmark-fer clean
+.PHONY: venv lint default-model report fer2013 calibration long-runs long-runs-status device-pack device-rehearsal test lab notebooks benchmark benchmark-fer clean
 
 venv: $(VENV)/.installed
 
@@ -67,6 +67,11 @@ test: venv
 lab: venv
 	$(PY) -m pip install --quiet -e '.[dev,lab]'
 	$(VENV)/bin/jupyter lab notebooks
+
+# The shipped model from a run folder: make default-model RUN=runs/NAME [PRECISION=bfloat16]
+PRECISION ?= float32
+default-model: venv
+	$(PY) -m fer_utils export $(RUN)/model.keras fer_utils/default_model/model.keras --precision $(PRECISION) --force
 
 lint: venv
 	$(VENV)/bin/ruff check fer_utils tests benchmarks scripts conftest.py

@@ -29,7 +29,7 @@ def main(argv=None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)  # search for accelerators
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if args.tf_log else "2")
     tensorflow_backend = os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow"
-    if args.handler in (cmd_train, cmd_evaluate, cmd_predict) and tensorflow_backend and not args.tf_log:
+    if args.handler in (cmd_train, cmd_evaluate, cmd_predict, cmd_export) and tensorflow_backend and not args.tf_log:
         import_tensorflow_quietly()
     from fer_utils.pipeline import PipelineError  # noqa: PLC0415 (keeps --help fast)
     from fer_utils.runs import RunFinishedError  # noqa: PLC0415
@@ -127,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     data_options(sub)
     from fer_utils.train_cli import add_train_options  # noqa: PLC0415
     add_train_options(sub)
+
+    sub = command("export", cmd_export, "Write a trained model for inference: no optimizer state, float32 "
+                  "or bfloat16 (half the size).")
+    sub.add_argument("model", help="saved .keras model (a run folder's model.keras)")
+    sub.add_argument("out", help=".keras file to write")
+    sub.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
+    sub.add_argument("--force", action="store_true", help="replace OUT if it exists")
 
     sub = command("long-runs", cmd_long_runs, "Train the runs of a plan one after another, each from "
                   "its pinned code, resuming where they stopped; or show where they stand.")
@@ -234,6 +241,19 @@ def cmd_predict(args) -> int:
 def cmd_train(args) -> None:
     from fer_utils.train_cli import run_training  # noqa: PLC0415
     run_training(args)
+
+
+def cmd_export(args) -> None:
+    from fer_utils.models import export_for_inference  # noqa: PLC0415
+    from fer_utils.predict import load_model  # noqa: PLC0415
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out}: exists; pass --force to replace it")
+    if out.suffix != ".keras":
+        raise DataError(f"{out}: the exported model's file name must end in .keras")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    export_for_inference(load_model(args.model), args.precision).save(out)
+    print(f"wrote {out} ({args.precision}, {out.stat().st_size / 1e6:.1f} MB)")
 
 
 def cmd_long_runs(args) -> int:

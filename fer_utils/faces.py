@@ -39,11 +39,15 @@ def read_gray(path) -> np.ndarray:
     return image
 
 
-def detect_faces(gray: np.ndarray, *, min_size: int = 40) -> list[tuple[int, int, int, int]]:
+#: Smallest face side, in pixels, the detector looks for in a photo.
+MIN_FACE = 40
+
+
+def detect_faces(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
     """Face boxes ``(x, y, width, height)``, largest first. A 48x48 image is one face crop."""
     if gray.shape == (IMAGE_SIZE, IMAGE_SIZE):
         return [(0, 0, IMAGE_SIZE, IMAGE_SIZE)]
-    boxes = _cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_size, min_size))
+    boxes = _cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(MIN_FACE, MIN_FACE))
     return sorted((tuple(int(v) for v in box) for box in boxes), key=lambda b: -b[2] * b[3])
 
 

@@ -21,7 +21,7 @@ def save_fig(fig, name: str, run_dir, *, synthetic: bool) -> None:
     Figures made from synthetic data get "(synthetic data)" in their title.
     """
     if synthetic:
-        title = fig._suptitle.get_text() if fig._suptitle else ""
+        title = fig.get_suptitle()
         fig.suptitle(f"{title} (synthetic data)".strip(), fontweight="bold")
     folder = Path(run_dir) / "figures"
     folder.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@ import keras
 import numpy as np
 import pytest
 
+from fer_utils.cli import main
 from fer_utils.models import MODELS, build_model, flops_per_image, parameter_counts
 
 
@@ -59,3 +60,20 @@ def test_vgg_lean_drops_one_full_resolution_convolution():
 def test_vgg_gap_needs_one_convolution_count_per_block():
     with pytest.raises(ValueError, match=r"convs \(2, 2\) must give one value per block of widths \(32, 64, 128\)"):
         build_model("vgg_gap", widths=(32, 64, 128), convs=(2, 2))
+
+
+@pytest.mark.parametrize("precision, tolerance", [("float32", 1e-3), ("bfloat16", 2e-2)])
+def test_export_for_inference_keeps_predictions_options_and_a_float32_softmax(tmp_path, precision, tolerance):
+    keras.utils.set_random_seed(0)
+    model = build_model("vgg_gap", widths=(16, 32), convs=(1, 1), block_dropout=0.1)
+    model.compile("adam", "categorical_crossentropy")
+    path = tmp_path / "model.keras"
+    model.save(path)
+    assert main(["export", str(path), str(tmp_path / "out.keras"), "--precision", precision]) == 0
+    exported = keras.models.load_model(tmp_path / "out.keras")
+    x = np.random.default_rng(0).uniform(0, 255, (8, 48, 48, 1)).astype("float32")
+    np.testing.assert_allclose(exported.predict(x, verbose=0), model.predict(x, verbose=0), atol=tolerance)
+    assert getattr(exported, "optimizer", None) is None and exported.layers[-1].dtype_policy.name == "float32"
+    assert {layer.dtype_policy.name for layer in exported.layers[1:-1]} == {precision}
+    assert [w.shape for w in exported.get_weights()] == [w.shape for w in model.get_weights()]
+    assert main(["export", str(path), str(tmp_path / "out.keras")]) == 2  # never written over without --force
