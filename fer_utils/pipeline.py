@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from importlib.util import find_spec
 from pathlib import Path
 
 import papermill as pm
@@ -14,8 +15,19 @@ from fer_utils.runs import RunLock, claim_run_dir, write_manifest
 from fer_utils.synthetic import default_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = ROOT / "notebooks"
-CONFIGS = ROOT / "configs"
+#: The pipeline's profiles (``configs/<profile>.yaml``).
+PROFILES = ("smoke", "demo", "full")
+
+
+def shipped(folder: str, package: str) -> Path:
+    """``folder`` of a source checkout, or the same files installed as ``package`` data
+    (``pip install .`` ships notebooks/ and the profiles; see pyproject.toml)."""
+    checkout = ROOT / folder
+    return checkout if checkout.is_dir() else Path(next(iter(find_spec(package).submodule_search_locations)))
+
+
+NOTEBOOKS = shipped("notebooks", "fer_utils.notebooks")
+CONFIGS = shipped("configs", "fer_utils.profiles")
 
 
 class PipelineError(RuntimeError):
@@ -26,7 +38,7 @@ def load_profile(profile: str) -> dict:
     """The parameters of ``configs/<profile>.yaml``."""
     path = CONFIGS / f"{profile}.yaml"
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such profile (have: {', '.join(p.stem for p in CONFIGS.glob('*.yaml'))})")
+        raise FileNotFoundError(f"{path}: no such profile (have: {', '.join(PROFILES)})")
     return yaml.safe_load(path.read_text()) or {}
 
 
@@ -49,7 +61,8 @@ def run_pipeline(data=None, out=None, *, profile: str = "smoke", force: bool = F
     source = Path(data) if data else default_dataset(seed=config.get("seed", 0), **config.get("synthetic", {}))
     dataset = load_dataset(source)  # validates the source and warms the cache for the notebooks
     name = "synthetic" if dataset.synthetic else source.stem
-    run_dir = claim_run_dir(out or ROOT / "reports" / f"{name}-{profile}", dataset.source_hash, force=force)
+    reports = ROOT / "reports" if (ROOT / "reports").is_dir() else Path("reports")  # checkout, else here
+    run_dir = claim_run_dir(out or reports / f"{name}-{profile}", dataset.source_hash, force=force)
     with RunLock(run_dir):  # one writer at a time
         base = {**config, "data": str(source.resolve()), "run_dir": str(run_dir.resolve()), "profile": profile}
         status = {}

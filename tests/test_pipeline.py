@@ -1,6 +1,10 @@
 """The papermill pipeline: one smoke run of every notebook, and its failure handling."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -9,10 +13,24 @@ from fer_utils.cli import main
 from fer_utils.pipeline import PipelineError, notebook_paths, run_pipeline
 from fer_utils.runs import RunExistsError
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    return run_pipeline(None, tmp_path_factory.mktemp("pipeline") / "run", profile="smoke")
+    """The smoke pipeline as a user of ``pip install .`` (not editable) runs it: from the
+    installed package, notebooks and profiles included, in a directory outside the checkout."""
+    tmp = tmp_path_factory.mktemp("pipeline")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
+                    "--target", str(tmp / "site"), str(ROOT)], check=True, capture_output=True)
+    env = {**os.environ, "PYTHONPATH": str(tmp / "site")}
+    where = subprocess.run([sys.executable, "-c", "import fer_utils; print(fer_utils.__file__)"], cwd=tmp, env=env,
+                           capture_output=True, text=True, check=True).stdout
+    assert where.startswith(str(tmp / "site"))
+    result = subprocess.run([sys.executable, "-m", "fer_utils", "pipeline", "--profile", "smoke", "--out", "run"],
+                            cwd=tmp, env=env, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp / "run"
 
 
 def test_smoke_run_executes_every_notebook(smoke_run):
