@@ -19,24 +19,26 @@ ROOT = Path(__file__).resolve().parent.parent
 PROFILES = ("smoke", "demo", "full")
 
 
-def shipped(folder: str, package: str) -> Path:
-    """``folder`` of a source checkout, or the same files installed as ``package`` data
-    (``pip install .`` ships notebooks/ and the profiles; see pyproject.toml)."""
-    checkout = ROOT / folder
-    return checkout if checkout.is_dir() else Path(next(iter(find_spec(package).submodule_search_locations)))
-
-
-NOTEBOOKS = shipped("notebooks", "fer_utils.notebooks")
-CONFIGS = shipped("configs", "fer_utils.profiles")
-
-
 class PipelineError(RuntimeError):
     """A notebook failed: the message names the notebook and the cell."""
 
 
+def shipped(folder: str, package: str) -> Path:
+    """``folder`` of a source checkout, or the same files installed as ``package`` data
+    (``pip install .`` ships notebooks/ and the profiles; see pyproject.toml)."""
+    checkout = ROOT / folder
+    if checkout.is_dir():
+        return checkout
+    spec = find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise PipelineError(f"{checkout}: not found, and {package} is not installed: "
+                            f"run the pipeline from a checkout or a `pip install` of the project")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 def load_profile(profile: str) -> dict:
     """The parameters of ``configs/<profile>.yaml``."""
-    path = CONFIGS / f"{profile}.yaml"
+    path = shipped("configs", "fer_utils.profiles") / f"{profile}.yaml"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such profile (have: {', '.join(PROFILES)})")
     return yaml.safe_load(path.read_text()) or {}
@@ -44,7 +46,7 @@ def load_profile(profile: str) -> dict:
 
 def notebook_paths() -> list[Path]:
     """The pipeline's notebooks, in the order they run (by file name)."""
-    return sorted(NOTEBOOKS.glob("[0-9]*.ipynb"))
+    return sorted(shipped("notebooks", "fer_utils.notebooks").glob("[0-9]*.ipynb"))
 
 
 def run_pipeline(data=None, out=None, *, profile: str = "smoke", force: bool = False,
