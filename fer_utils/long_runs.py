@@ -25,7 +25,7 @@ import yaml
 from fer_utils import OptionError
 from fer_utils.config import TrainConfig
 from fer_utils.report import markdown_table
-from fer_utils.runs import PINNED_COMMIT, RunLock, lock_holder
+from fer_utils.runs import PINNED_COMMIT, RunLock, lock_holder, read_history
 
 #: What a plan entry may set besides the TrainConfig fields.
 ENTRY_KEYS = {"name", "about", "val_fraction", "drop_test_duplicates"}
@@ -216,7 +216,7 @@ def status_table(plan_file, runs_dir=None):
     for entry in plan.runs:
         run_dir = runs_dir / entry["name"]
         planned = entry.get("epochs", TrainConfig.epochs)
-        history = pd.read_csv(run_dir / "history.csv") if (run_dir / "history.csv").exists() else pd.DataFrame()
+        history = read_history(run_dir)
         done = len(history)
         state = run_state(run_dir)
         seconds = float(history["seconds"].iloc[-1]) if done else 0.0

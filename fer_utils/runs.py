@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
 import platform
@@ -16,7 +17,7 @@ from pathlib import Path
 TRACKED_PACKAGES = ("fer-report", "tensorflow-cpu", "tensorflow", "keras", "numpy", "pandas",
                     "scikit-learn", "scipy", "matplotlib", "seaborn", "pillow", "papermill",
                     "nbval", "opencv-python-headless")
-MANIFEST = "manifest.json"
+MANIFEST, HISTORY = "manifest.json", "history.csv"
 
 
 class RunExistsError(FileExistsError):
@@ -34,59 +35,56 @@ class RunLockedError(FileExistsError):
 LOCK = "run.lock"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def lock_holder(run_dir) -> dict | None:
-    """The live holder of ``run_dir``'s lock (host, pid, started), or None when the folder is
-    unlocked or its lock was left by a process of this host that is gone."""
+    """The live holder of ``run_dir``'s lock (host, pid, started), or None when no process
+    holds it (the kernel releases the lock of a process that is gone)."""
     path = Path(run_dir) / LOCK
     try:
-        holder = json.loads(path.read_text())
-    except (OSError, ValueError):
+        handle = path.open("r")
+    except OSError:
         return None
-    if holder.get("host") == socket.gethostname() and not _pid_alive(int(holder.get("pid", 0))):
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                return json.loads(handle.read() or "{}")
+            except ValueError:
+                return {}
         return None
-    return holder
 
 
 class RunLock:
     """``with RunLock(run_dir):`` the process writes ``run_dir`` alone.
 
-    The lock file ``run.lock`` records host, process id and start time; it is removed on
-    exit and taken over when the process that left it is gone. A second writer gets
-    :class:`RunLockedError` naming the holder.
+    An exclusive ``flock`` on ``run.lock``, which records host, process id and start time;
+    the kernel releases it when the process ends, however it ends, so a lock is never left
+    behind. A second writer gets :class:`RunLockedError` naming the holder.
     """
 
     def __init__(self, run_dir):
         self.path = Path(run_dir) / LOCK
+        self.handle = None
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = {"host": socket.gethostname(), "pid": os.getpid(),
-              "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-        for _ in range(2):
-            try:
-                with os.fdopen(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY), "w") as lock:
-                    lock.write(json.dumps(me))
-                return self
-            except FileExistsError:
-                holder = lock_holder(self.path.parent)
-                if holder is not None:
-                    raise RunLockedError(f"{self.path.parent}: in use by process {holder.get('pid')} on "
-                                         f"{holder.get('host')} since {holder.get('started')} ({self.path})") from None
-                self.path.unlink(missing_ok=True)  # left by a process that is gone: take it over
-        raise RunLockedError(f"{self.path}: could not take the lock")
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            holder = lock_holder(self.path.parent) or {}
+            raise RunLockedError(f"{self.path.parent}: in use by process {holder.get('pid', '?')} on "
+                                 f"{holder.get('host', '?')} since {holder.get('started', '?')}") from None
+        handle.truncate(0)
+        handle.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                 "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}))
+        handle.flush()
+        self.handle = handle
+        return self
 
     def __exit__(self, *exc):
-        self.path.unlink(missing_ok=True)
+        self.handle.close()  # releases the lock; the file stays, so no other process can lose its lock
 
 
 def claim_run_dir(run_dir, data_hash: str, *, force: bool = False, resume: bool = False,
@@ -100,7 +98,7 @@ def claim_run_dir(run_dir, data_hash: str, *, force: bool = False, resume: bool 
     """
     run_dir = Path(run_dir)
     manifest = run_dir / MANIFEST
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if run_dir.exists() and any(p.name != LOCK for p in run_dir.iterdir()):
         holder = lock_holder(run_dir)
         if holder is not None:
             raise RunLockedError(f"{run_dir}: in use by process {holder.get('pid')} on {holder.get('host')} "
@@ -185,3 +183,12 @@ def write_manifest(run_dir, *, kind: str, parameters: dict, data_source: str, da
 def read_manifest(run_dir) -> dict:
     """The manifest of a run folder."""
     return json.loads((Path(run_dir) / MANIFEST).read_text())
+
+
+def read_history(run_dir):
+    """A training run's per-epoch history (a DataFrame with an ``epoch`` column); empty
+    before its first epoch ends (Keras creates the file empty) or when there is none."""
+    import pandas as pd  # noqa: PLC0415
+
+    path = Path(run_dir) / HISTORY
+    return pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame({"epoch": []})

@@ -24,9 +24,9 @@ from fer_utils.config import RESUMABLE_CHANGES, TrainConfig
 from fer_utils.inference import predict_proba
 from fer_utils.models import DEFAULT_CHANNELS, build_model, check_model_options
 from fer_utils.prepare import Prepared
-from fer_utils.runs import RunFinishedError
+from fer_utils.runs import HISTORY, RunFinishedError, read_history
 
-BEST_MODEL, HISTORY, CONFIG, BACKUP = "model.keras", "history.csv", "train_config.json", "backup"
+BEST_MODEL, CONFIG, BACKUP = "model.keras", "train_config.json", "backup"
 STATE, SPLIT = "train_state.json", "split.npz"
 #: Final states (``train_state.json``); ``time_budget`` runs can be resumed, the others are done.
 FINISHED = {"completed": "its planned epochs are done", "early_stopped": "early stopping ended it"}
@@ -226,7 +226,8 @@ class RunCheckpoint(keras.callbacks.Callback):
         counters = {type(c).__name__: {k: _number(getattr(c, k)) for k in COUNTERS[type(c).__name__]}
                     for c in self.callbacks if type(c).__name__ in COUNTERS}
         (new / "state.json").write_text(json.dumps({"epoch": epoch + 1, "counters": counters}))
-        if self.folder.exists():
+        if self.folder.exists():  # complete: an older backup.old (a kill before its removal) can go
+            shutil.rmtree(old, ignore_errors=True)
             os.replace(self.folder, old)
         os.replace(new, self.folder)
         shutil.rmtree(old, ignore_errors=True)
@@ -299,7 +300,7 @@ def _check_split(out: Path, prepared: Prepared) -> None:
     """Save the train/validation split, or refuse a resume whose data gives another one."""
     split = {s: np.flatnonzero(prepared.split == s) for s in ("train", "val")}
     if not (out / SPLIT).exists():
-        _save_atomically(out / SPLIT, lambda tmp: np.savez(tmp.open("wb"), **split))
+        _save_atomically(out / SPLIT, lambda tmp: np.savez(tmp, **split))
         return
     with np.load(out / SPLIT) as saved:
         if any(not np.array_equal(saved[s], split[s]) for s in split):
@@ -323,7 +324,7 @@ def train(prepared: Prepared, config: TrainConfig, out_dir, *, resume: bool = Fa
     if resume:
         check_resume(out, config)
     _check_split(out, prepared)
-    (out / CONFIG).write_text(json.dumps(asdict(config), indent=2) + "\n")
+    _save_atomically(out / CONFIG, lambda tmp: tmp.write_text(json.dumps(asdict(config), indent=2) + "\n"))
     keras.utils.set_random_seed(config.seed)
     augmentation = build_augmentation(config.seed, **config.augmentation)  # float32, whatever the policy
     previous_policy = keras.mixed_precision.global_policy().name
@@ -364,33 +365,43 @@ def _fit(prepared: Prepared, config: TrainConfig, out: Path, augmentation) -> ke
         trainer.compile(optimizer=build_optimizer(config, steps),
                         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
                         metrics=["accuracy"])
-    callbacks = _callbacks(config, out, model)
-    backup = find_backup(out)
-    done = restore_backup(backup, trainer, callbacks[-1]) if backup else 0
-    if (out / HISTORY).exists():  # rows past the backup (killed between the log and the backup) go
-        history = pd.read_csv(out / HISTORY)
-        history[history["epoch"] < done].to_csv(out / HISTORY, index=False)
+        callbacks = _callbacks(config, out, model)
+        checkpoint, backup = callbacks[-1], find_backup(out)
+        done = restore_backup(backup, trainer, checkpoint) if backup else 0
+    history = read_history(out)
+    if len(history) > done:  # rows past the backup (a kill between the log and the backup) go
+        kept = history[history["epoch"] < done]
+        if len(kept):
+            _save_atomically(out / HISTORY, lambda tmp: kept.to_csv(tmp, index=False))
+        else:
+            (out / HISTORY).unlink()
     _write_state(out, state="running", epochs_done=done, epochs_planned=config.epochs, pid=os.getpid())
-    if done < config.epochs:
+    stopped_early = checkpoint.restored.get("EarlyStopping", {}).get("stopped_epoch", 0) > 0
+    spent = checkpoint.restored.get("EpochTimer", {}).get("seconds", 0.0)
+    out_of_time = bool(config.time_budget and done and spent * (done + 1) / done > config.time_budget * 60)
+    if done < config.epochs and not stopped_early and not out_of_time:
         train_batches = Batches(x_train, y_train, batch_size=config.batch_size, seed=config.seed, first_epoch=done,
                                 weights=prepared.class_weights if config.class_weighted else None)
         trainer.fit(train_batches, validation_data=Batches(x_val, y_val, batch_size=256), epochs=config.epochs,
                     initial_epoch=done, steps_per_epoch=train_batches.steps, shuffle=False, callbacks=callbacks,
                     verbose=config.verbose)
-    _finish(out, config, callbacks)
+    else:
+        checkpoint.on_train_begin()  # the restored counters, for _finish
+    _finish(out, config, callbacks, out_of_time)
     return keras.models.load_model(out / BEST_MODEL)
 
 
-def _finish(out: Path, config: TrainConfig, callbacks: list) -> None:
+def _finish(out: Path, config: TrainConfig, callbacks: list, out_of_time: bool = False) -> None:
     """Record why the run stopped; a finished run drops its backup, a time-budget stop keeps it."""
-    done = len(pd.read_csv(out / HISTORY)) if (out / HISTORY).exists() else 0
+    done = len(read_history(out))
     stopper = next((c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping)), None)
     if stopper is not None and stopper.stopped_epoch > 0:
         state, reason = "early_stopped", f"no better {config.early_stopping_monitor} in {config.early_stopping} epochs"
     elif done >= config.epochs:
         state, reason = "completed", f"the {config.epochs} planned epochs are done"
     else:
-        state, reason = "time_budget", f"the time budget of {config.time_budget:g} minutes"
+        state, reason = "time_budget", f"the time budget of {config.time_budget:g} minutes" + (
+            " was spent before this session; resume with a larger --time-budget" if out_of_time else "")
     _write_state(out, state=state, stop_reason=reason, epochs_done=done, epochs_planned=config.epochs)
     if state in FINISHED:
         for name in (BACKUP, BACKUP + ".old"):
@@ -399,4 +410,4 @@ def _finish(out: Path, config: TrainConfig, callbacks: list) -> None:
 
 def load_history(out_dir) -> pd.DataFrame:
     """The per-epoch history a training run wrote (epoch, loss, accuracy, val_*...)."""
-    return pd.read_csv(Path(out_dir) / HISTORY)
+    return read_history(out_dir)

@@ -7,7 +7,7 @@ import dataclasses
 import json
 import time
 
-from fer_utils import OptionError
+from fer_utils import DataError, OptionError
 from fer_utils.config import SEED_AUGMENTATION, TrainConfig
 
 FIELDS = dataclasses.fields(TrainConfig)
@@ -80,9 +80,14 @@ def run_training(args) -> None:
     saved = None
     if args.resume:
         try:
-            saved = read_manifest(args.out)["parameters"]
+            manifest = read_manifest(args.out)
         except FileNotFoundError:
             raise FileNotFoundError(f"{args.out}: no run to resume (no manifest.json)") from None
+        except ValueError as error:
+            raise DataError(f"{args.out}: unreadable manifest.json ({error})") from None
+        if manifest.get("kind") != "train" or "parameters" not in manifest:
+            raise DataError(f"{args.out}: holds a {manifest.get('kind')!r} run, not a train run; nothing to resume")
+        saved = manifest["parameters"]
     try:
         config, data = resolve_options(args, saved)
         check_model_options(config.model, config.model_options)

@@ -134,12 +134,16 @@ def export_weights(model_path: Path, target: Path) -> None:
 
 def device(plan: str, out: Path, jobs: int) -> int:
     """On the lent machine: unpack, train the plan, write what comes back into ``out``."""
-    from fer_utils.long_runs import run_parallel  # noqa: PLC0415
+    import shutil
+
+    import yaml
+
+    from fer_utils.long_runs import run_parallel
 
     work = WORK
+    shutil.rmtree(work, ignore_errors=True)  # a second try on a warm machine starts clean
     data = unpack_training(work / "fer2013-training")
     local_plan = work / "plan.yaml"
-    import yaml  # noqa: PLC0415
 
     spec = yaml.safe_load((ROOT / plan).read_text())
     local_plan.write_text(yaml.safe_dump({**spec, "data": str(data)}))

@@ -1,10 +1,12 @@
 import hashlib
 import json
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -15,6 +17,7 @@ from fer_utils.augment import build_augmentation
 from fer_utils.data import load_dataset
 from fer_utils.models import build_model
 from fer_utils.prepare import prepare
+from fer_utils.runs import lock_holder
 from fer_utils.train import Batches, EpochTimer, TrainConfig, epoch_orders, resolve_precision, train, training_model
 
 NO_AUGMENTATION = dict(rotation=0, shift=0, shear=0, zoom=0, flip=False)
@@ -156,7 +159,8 @@ def test_killed_run_resumes_as_if_never_killed(synthetic_zip, tmp_path):
     np.testing.assert_allclose(comparable(history), comparable(expected), rtol=1e-4, atol=1e-6)
     state = json.loads((out / "train_state.json").read_text())
     assert state["state"] == json.loads((tmp_path / "reference" / "train_state.json").read_text())["state"]
-    assert not any((out / name).exists() for name in ("backup", "backup.old", "backup.new", "run.lock"))
+    assert not any((out / name).exists() for name in ("backup", "backup.old", "backup.new"))
+    assert lock_holder(out) is None
     assert (out / "figures" / "learning_curves.png").stat().st_size > 10_000
     before = checksums(out)
     finished = run_cli(*args, "--out", str(out), "--resume", "--epochs", "20")
@@ -208,3 +212,24 @@ def test_mirrored_strategy_on_two_logical_cpus(synthetic_zip, tmp_path):
     assert "replicas 2" in result.stdout
     loss = pd.read_csv(tmp_path / "history.csv")["loss"]
     assert np.isfinite(loss).all() and loss.iloc[-1] < loss.iloc[0]
+
+
+def test_resume_survives_every_kill_window_and_respects_the_time_budget(prepared, tmp_path):
+    tiny = dict(batch_size=32, verbose=0, precision="float32", augmentation=NO_AUGMENTATION,
+                model_options={"widths": [8], "convs": [1]})
+    state = lambda: json.loads((tmp_path / "train_state.json").read_text())  # noqa: E731
+    config = TrainConfig(epochs=3, time_budget=1e-6, **tiny)
+    train(prepared, config, tmp_path)  # the budget stops it after one epoch; the backup stays
+    assert state()["state"] == "time_budget" and len(pd.read_csv(tmp_path / "history.csv")) == 1
+    train(prepared, config, tmp_path, resume=True)  # the same budget: already spent, no epoch more
+    assert "spent before this session" in state()["stop_reason"] and len(pd.read_csv(tmp_path / "history.csv")) == 1
+    shutil.copytree(tmp_path / "backup", tmp_path / "backup.old")  # killed after a swap, before the cleanup
+    train(prepared, replace(config, time_budget=0.0), tmp_path, resume=True)
+    assert state()["state"] == "completed" and list(pd.read_csv(tmp_path / "history.csv")["epoch"]) == [0, 1, 2]
+    assert not (tmp_path / "backup").exists() and not (tmp_path / "backup.old").exists()
+    fresh = tmp_path / "killed-before-epoch-1"  # what a kill during the first epoch leaves
+    train(prepared, replace(config, time_budget=0.0, epochs=1), fresh)
+    (fresh / "history.csv").write_text("")
+    (fresh / "train_state.json").write_text(json.dumps({"state": "running"}))
+    train(prepared, replace(config, time_budget=0.0, epochs=2), fresh, resume=True)
+    assert list(pd.read_csv(fresh / "history.csv")["epoch"]) == [0, 1]
