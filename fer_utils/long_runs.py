@@ -225,21 +225,23 @@ def status_table(plan_file, runs_dir=None):
         rows.append({"run": entry["name"], "state": state, "epochs": f"{done}/{planned}",
                      "best val accuracy": f"{history['val_accuracy'].max():.4f}" if done else "-",
                      "minutes": f"{seconds / 60:.0f}",
-                     "minutes left": ("<= " if entry.get("early_stopping") and left else "")
-                     + (f"{left / 60:.0f}" if left == left else "?"),
+                     "minutes left": "?" if left != left else  # NaN: no epoch timed yet
+                     ("<= " if entry.get("early_stopping") and left else "") + f"{left / 60:.0f}",
                      "commit": pins.get(entry["name"], "")[:12]})
     return pd.DataFrame(rows)
 
 
 def write_status(plan_file, out_dir, runs_dir=None) -> Path:
-    """Copy each run's history, config, state, manifest and learning curves into
-    ``out_dir/<run>/`` and write ``out_dir/status.md``; returns the status file."""
+    """Copy each run's history, config, state, manifest and learning curves (and, once it
+    is finished, its model) into ``out_dir/<run>/`` and write ``out_dir/status.md``;
+    returns the status file."""
     plan = load_plan(plan_file)
     runs_dir = Path(runs_dir or plan.root / "runs")
     out_dir = Path(out_dir)
     table = status_table(plan_file, runs_dir)
     for entry in plan.runs:
-        for name in PUBLISHED:
+        finished = run_state(runs_dir / entry["name"]) in ("completed", "early stopped")
+        for name in PUBLISHED + (("model.keras",) if finished else ()):
             source = runs_dir / entry["name"] / name
             if source.exists():
                 target = out_dir / entry["name"] / name

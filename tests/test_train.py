@@ -87,9 +87,16 @@ def test_time_budget_stops_before_an_epoch_that_would_overrun(monkeypatch, offse
     assert len(seconds) == (stops_after or 5)
 
 
-def test_precision_resolution():
-    assert resolve_precision("float32") == "float32"
-    assert resolve_precision("auto") in ("mixed_bfloat16", "float32")
+def test_precision_resolution(monkeypatch):
+    from fer_utils import train as train_module
+
+    assert resolve_precision("float32") == "float32" and resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
+    monkeypatch.setattr(train_module, "accelerator_present", lambda: False)
+    for bf16_cpu, policy in ((True, "mixed_bfloat16"), (False, "float32")):
+        monkeypatch.setattr(train_module, "cpu_supports_bf16", lambda bf16_cpu=bf16_cpu: bf16_cpu)
+        assert resolve_precision("auto") == policy
+    monkeypatch.setattr(train_module, "accelerator_present", lambda: True)
+    assert resolve_precision("auto") == "mixed_bfloat16"
 
 
 def test_training_writes_model_history_config_and_predictions(prepared, tmp_path):
