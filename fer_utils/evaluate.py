@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.stats import bootstrap
+from scipy.stats import binomtest, bootstrap
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
@@ -23,6 +23,14 @@ def confidence_interval(statistic, labels, predicted, *, n_resamples: int = 1000
     result = bootstrap((labels, predicted), statistic, paired=True, vectorized=False,
                        n_resamples=n_resamples, method="percentile", random_state=seed)
     return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
+
+
+def recall_interval(hits: int, images: int) -> list[float] | None:
+    """Wilson score 95% interval of a class's recall, ``hits`` of its ``images`` right."""
+    if images == 0:
+        return None
+    interval = binomtest(hits, images).proportion_ci(confidence_level=0.95, method="wilson")
+    return [float(interval.low), float(interval.high)]
 
 
 def accuracy_gain(labels, base_proba, new_proba, *, n_resamples: int = 1000, seed: int = 0) -> dict:
@@ -62,7 +70,8 @@ def score(labels, proba, *, usage: str = "", n_resamples: int = 1000, seed: int 
     """Every metric of one usage as a JSON-ready dict.
 
     Keys: usage, n, accuracy, accuracy_ci, macro_f1, macro_f1_ci, weighted_f1, per_class
-    ({class: precision, recall, f1, support}), confusion (counts, rows = true class),
+    ({class: precision, recall, f1, support}), recall_ci ({class: Wilson 95% interval of
+    its recall, None without images}), confusion (counts, rows = true class),
     confusion_normalized (rows sum to 1), ece.
     """
     labels, proba = np.asarray(labels), np.asarray(proba)
@@ -84,6 +93,7 @@ def score(labels, proba, *, usage: str = "", n_resamples: int = 1000, seed: int 
         "weighted_f1": float(f1_score(labels, predicted, labels=LABELS, average="weighted", zero_division=0)),
         "per_class": {c: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
                       for c, p, r, f, s in zip(CLASSES, precision, recall, f1, support)},
+        "recall_ci": {c: recall_interval(int(confusion[i, i]), int(rows[i, 0])) for i, c in enumerate(CLASSES)},
         "confusion": confusion.tolist(),
         "confusion_normalized": np.divide(confusion, rows, out=np.zeros(confusion.shape),
                                           where=rows > 0).round(4).tolist(),

@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from fer_utils import OptionError
-from fer_utils.config import TrainConfig
+from fer_utils.config import RESUMABLE_CHANGES, SEED_AUGMENTATION, TrainConfig
 from fer_utils.report import markdown_table
 from fer_utils.runs import PINNED_COMMIT, RunLock, lock_holder, read_history
 
@@ -116,6 +116,19 @@ def pinned_code(root: Path, runs_dir: Path, name: str) -> Path:
     return code
 
 
+def plan_differences(entry: dict, run_dir: Path) -> list[str]:
+    """Options of a started run that its plan entry now contradicts (a resume would refuse
+    them): change only ``epochs`` of a started run, or plan a new one."""
+    saved_file = run_dir / "train_config.json"
+    if not saved_file.exists():
+        return []
+    saved = json.loads(saved_file.read_text())
+    options = {k: v for k, v in entry.items() if k not in ENTRY_KEYS}
+    options["augmentation"] = {**SEED_AUGMENTATION, **options.get("augmentation", {})}
+    planned = dataclasses.asdict(TrainConfig(**options))
+    return sorted(k for k in planned if k not in RESUMABLE_CHANGES and k in saved and saved[k] != planned[k])
+
+
 def run_state(run_dir: Path) -> str:
     """``not started``, ``running``, ``interrupted``, ``time budget`` (resumable),
     ``completed`` or ``early stopped``."""
@@ -141,6 +154,12 @@ def run_plan(plan_file, runs_dir=None, log=print) -> int:
             state = run_state(run_dir)
             if state in ("completed", "early stopped"):
                 log(f"{entry['name']}: {state}, skipped")
+                continue
+            differ = plan_differences(entry, run_dir)
+            if differ:
+                log(f"{entry['name']}: skipped, the plan now differs from the run's saved options in "
+                    f"{', '.join(differ)}; restore them, or plan a new run")
+                failures += 1
                 continue
             code = pinned_code(plan.root, runs_dir, entry["name"])
             resume = ["--resume"] if (run_dir / "manifest.json").exists() else []
@@ -219,6 +238,9 @@ def status_table(plan_file, runs_dir=None):
         history = read_history(run_dir)
         done = len(history)
         state = run_state(run_dir)
+        differ = plan_differences(entry, run_dir)
+        if differ:
+            state += f" (plan differs: {', '.join(differ)})"
         seconds = float(history["seconds"].iloc[-1]) if done else 0.0
         per_epoch = seconds / done if done else float("nan")
         left = 0.0 if state in ("completed", "early stopped") else per_epoch * (planned - done)

@@ -7,6 +7,7 @@ from fer_utils.evaluate import (
     expected_calibration_error,
     most_confused,
     per_class_table,
+    recall_interval,
     reliability,
     score,
 )
@@ -75,3 +76,14 @@ def test_accuracy_gain_is_paired_and_its_interval_brackets_it():
     assert 0 < low < 0.1 < high < 0.2
     same = accuracy_gain(labels, base, base)
     assert same == {"gain": 0.0, "gain_ci": [0.0, 0.0]}
+
+
+def test_recall_interval_is_wilson_and_per_class():
+    assert recall_interval(0, 0) is None
+    low, high = recall_interval(8, 10)
+    assert round(low, 4) == 0.4902 and round(high, 4) == 0.9433  # Wilson 95%, 8 of 10
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    proba = np.eye(7)[[0, 0, 1, 1, 1, 2]]
+    result = score(labels, proba)
+    assert result["recall_ci"]["angry"] == recall_interval(2, 3) and result["recall_ci"]["happy"] is None
+    assert result["recall_ci"]["disgust"][0] <= result["per_class"]["disgust"]["recall"] == 1.0

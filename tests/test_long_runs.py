@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import shutil
@@ -12,7 +13,8 @@ import pytest
 import yaml
 
 from fer_utils import OptionError
-from fer_utils.long_runs import load_plan, train_args
+from fer_utils.config import SEED_AUGMENTATION, TrainConfig
+from fer_utils.long_runs import load_plan, plan_differences, train_args
 from fer_utils.runs import RunLock
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,3 +104,12 @@ def test_killed_plan_resumes_on_its_pinned_code_with_the_history_of_an_uninterru
     table = (repo / "published" / "status.md").read_text()
     assert "| first | completed | 25/25 |" in table
     assert (repo / "published" / "second" / "history.csv").read_text() == (runs / "second" / "history.csv").read_text()
+
+
+def test_plan_changes_to_a_started_run_are_named(tmp_path):
+    options = {**TINY, "augmentation": {**SEED_AUGMENTATION, **TINY["augmentation"]}}
+    (tmp_path / "train_config.json").write_text(json.dumps(dataclasses.asdict(TrainConfig(**options))))
+    entry = {"name": "a", "about": "x", **TINY}
+    assert plan_differences(entry, tmp_path) == [] and plan_differences(entry, tmp_path / "none") == []
+    changed = {**entry, "epochs": 50, "learning_rate": 0.5, "seed": 3}
+    assert plan_differences(changed, tmp_path) == ["learning_rate", "seed"]
