@@ -66,7 +66,6 @@ def test_vgg_gap_needs_one_convolution_count_per_block():
 def test_export_for_inference_keeps_predictions_options_and_a_float32_softmax(tmp_path, precision, tolerance):
     keras.utils.set_random_seed(0)
     model = build_model("vgg_gap", widths=(16, 32), convs=(1, 1), block_dropout=0.1)
-    model.compile("adam", "categorical_crossentropy")
     path = tmp_path / "model.keras"
     model.save(path)
     assert main(["export", str(path), str(tmp_path / "out.keras"), "--precision", precision]) == 0
