@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("export", cmd_export, "Write a trained model for inference: no optimizer state, float32 "
                   "or bfloat16 (half the size).")
-    sub.add_argument("model", help="saved .keras model (a run folder's model.keras)")
+    sub.add_argument("model", help="saved .keras model (a training run folder's best model)")
     sub.add_argument("out", help=".keras file to write")
     sub.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
     sub.add_argument("--force", action="store_true", help="replace OUT if it exists")
@@ -180,8 +180,9 @@ def cmd_pipeline(args) -> None:
 
 def cmd_report(args) -> None:
     from fer_utils.report import write_report  # noqa: PLC0415
-    if not (Path(args.run_dir) / "manifest.json").exists():
-        raise FileNotFoundError(f"{args.run_dir}: not a run folder (no manifest.json)")
+    from fer_utils.runs import MANIFEST  # noqa: PLC0415
+    if not (Path(args.run_dir) / MANIFEST).exists():
+        raise FileNotFoundError(f"{args.run_dir}: not a run folder (no {MANIFEST})")
     for path in write_report(args.run_dir):
         print(f"wrote {path}")
 

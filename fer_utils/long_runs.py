@@ -25,15 +25,24 @@ import yaml
 from fer_utils import OptionError
 from fer_utils.config import RESUMABLE_CHANGES, SEED_AUGMENTATION, TrainConfig
 from fer_utils.report import markdown_table
-from fer_utils.runs import PINNED_COMMIT, RunLock, lock_holder, read_history
+from fer_utils.runs import (
+    HISTORY,
+    MANIFEST,
+    MODEL,
+    PINNED_COMMIT,
+    TRAIN_CONFIG,
+    TRAIN_STATE,
+    RunLock,
+    lock_holder,
+    read_history,
+)
 
 #: What a plan entry may set besides the TrainConfig fields.
 ENTRY_KEYS = {"name", "about", "val_fraction", "drop_test_duplicates"}
 #: What a snapshot of the code holds: all that ``python -m fer_utils train`` needs.
 PINNED_PATHS = ("fer_utils", "pyproject.toml")
 #: Files of each run copied by ``status --write``.
-PUBLISHED = ("history.csv", "train_config.json", "train_state.json", "manifest.json",
-             "figures/learning_curves.png")
+PUBLISHED = (HISTORY, TRAIN_CONFIG, TRAIN_STATE, MANIFEST, "figures/learning_curves.png")
 
 
 @dataclasses.dataclass
@@ -119,7 +128,7 @@ def pinned_code(root: Path, runs_dir: Path, name: str) -> Path:
 def plan_differences(entry: dict, run_dir: Path) -> list[str]:
     """Options of a started run that its plan entry now contradicts (a resume would refuse
     them): change only ``epochs`` of a started run, or plan a new one."""
-    saved_file = run_dir / "train_config.json"
+    saved_file = run_dir / TRAIN_CONFIG
     if not saved_file.exists():
         return []
     saved = json.loads(saved_file.read_text())
@@ -132,7 +141,7 @@ def plan_differences(entry: dict, run_dir: Path) -> list[str]:
 def run_state(run_dir: Path) -> str:
     """``not started``, ``running``, ``interrupted``, ``time budget`` (resumable),
     ``completed`` or ``early stopped``."""
-    state_file = run_dir / "train_state.json"
+    state_file = run_dir / TRAIN_STATE
     if not state_file.exists():
         return "running" if lock_holder(run_dir) else ("interrupted" if run_dir.exists() else "not started")
     state = json.loads(state_file.read_text())["state"]
@@ -162,7 +171,7 @@ def run_plan(plan_file, runs_dir=None, log=print) -> int:
                 failures += 1
                 continue
             code = pinned_code(plan.root, runs_dir, entry["name"])
-            resume = ["--resume"] if (run_dir / "manifest.json").exists() else []
+            resume = ["--resume"] if (run_dir / MANIFEST).exists() else []
             command = [sys.executable, "-m", "fer_utils", "train", "--data", str(plan.data),
                        "--out", str(run_dir), *train_args(entry), *resume]
             log(f"{entry['name']}: {'resuming' if resume else 'starting'} on code {code.name[:12]}: "
@@ -263,7 +272,7 @@ def write_status(plan_file, out_dir, runs_dir=None) -> Path:
     table = status_table(plan_file, runs_dir)
     for entry in plan.runs:
         finished = run_state(runs_dir / entry["name"]) in ("completed", "early stopped")
-        for name in PUBLISHED + (("model.keras",) if finished else ()):
+        for name in PUBLISHED + ((MODEL,) if finished else ()):
             source = runs_dir / entry["name"] / name
             if source.exists():
                 target = out_dir / entry["name"] / name

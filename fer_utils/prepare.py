@@ -12,9 +12,10 @@ import numpy as np
 from fer_utils import CLASSES, DataError
 from fer_utils.data import Dataset
 from fer_utils.quality import BLANK_MAX_STD, blank_mask, train_test_duplicates
+from fer_utils.runs import PREPARED
 from fer_utils.split import class_weights, train_val_split
 
-PREPARED_FILE = "data/prepared.npz"
+PREPARED_FILE = PREPARED
 SPLITS = ("train", "val", "PublicTest", "PrivateTest")
 
 

@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import markdown
 
+from fer_utils.runs import DISCUSSION, FER_PACKAGE, MANIFEST, METRICS, PREPARED, TRAINING, read_json
+
 #: The seed report's own numbers, shown beside every run's.
 SEED_REPORT = {"validation accuracy": 0.628, "test accuracy with TTA": 0.6435}
-METRICS = "metrics.json"
-#: Optional files of a run folder that the report includes: the `fer` package comparison
-#: (``benchmarks/fer_package.py --out``) and a hand-written discussion.
-FER_PACKAGE = "fer_package.json"
-DISCUSSION = "discussion.md"
-
-
-def read_json(path, default=None):
-    """A JSON file's content, or ``default`` when it does not exist."""
-    path = Path(path)
-    return json.loads(path.read_text()) if path.exists() else default
-
-
-def update_metrics(run_dir, key: str, value) -> Path:
-    """Set ``key`` of the run's ``metrics.json`` to ``value`` (other keys kept)."""
-    path = Path(run_dir) / METRICS
-    metrics = read_json(path, {})
-    metrics[key] = value
-    path.write_text(json.dumps(metrics, indent=2) + "\n")
-    return path
 
 
 def _pct(value) -> str:
@@ -60,9 +41,9 @@ def markdown_table(header, rows) -> list[str]:
 def build_markdown(run_dir) -> str:
     """The report's Markdown, from the run folder's JSON files and figures."""
     run = Path(run_dir)
-    manifest = read_json(run / "manifest.json", {})
+    manifest = read_json(run / MANIFEST, {})
     metrics = read_json(run / METRICS, {})
-    prepared = read_json(run / "data" / "prepared.json", {})
+    prepared = read_json((run / PREPARED).with_suffix(".json"), {})
     synthetic = manifest.get("data", {}).get("synthetic", prepared.get("synthetic", False))
     title = "FER report" + (" (synthetic data, not FER2013)" if synthetic else ": FER2013")
     lines = [f"# {title}", ""]
@@ -77,7 +58,7 @@ def build_markdown(run_dir) -> str:
               f"- git commit: `{manifest.get('git_commit')}`; "
               f"profile: `{manifest.get('parameters', {}).get('profile')}`", ""]
     lines += ["## Models and training", ""]
-    training = read_json(run / "training.json", [])
+    training = read_json(run / TRAINING, [])
     if training:
         lines += markdown_table(["model", "best val accuracy", "best epoch", "epochs", "minutes"],
                         [[t["model"], _pct(t["best val_accuracy"]), t["best epoch"], t["epochs"], t["minutes"]]

@@ -17,7 +17,32 @@ from pathlib import Path
 TRACKED_PACKAGES = ("fer-report", "tensorflow-cpu", "tensorflow", "keras", "numpy", "pandas",
                     "scikit-learn", "scipy", "matplotlib", "seaborn", "pillow", "papermill",
                     "nbval", "opencv-python-headless")
-MANIFEST, HISTORY = "manifest.json", "history.csv"
+#: The files of a run folder, named here only. A training run: the best model, its history,
+#: its options, why it stopped, its train/validation split. A pipeline run adds the others.
+MANIFEST, HISTORY, MODEL = "manifest.json", "history.csv", "model.keras"
+TRAIN_CONFIG, TRAIN_STATE, SPLIT = "train_config.json", "train_state.json", "split.npz"
+METRICS, TRAINING, PREPARED = "metrics.json", "training.json", "data/prepared.npz"
+FER_PACKAGE, DISCUSSION = "fer_package.json", "discussion.md"
+
+
+def model_path(run_dir, name: str | None = None) -> Path:
+    """The best model of a training run folder, or of model ``name`` of a pipeline run."""
+    return Path(run_dir) / ("models/" + name if name else "") / MODEL
+
+
+def read_json(path, default=None):
+    """A JSON file's content, or ``default`` when it does not exist."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else default
+
+
+def update_metrics(run_dir, key: str, value) -> Path:
+    """Set ``key`` of the run's ``metrics.json`` to ``value`` (other keys kept)."""
+    path = Path(run_dir) / METRICS
+    metrics = read_json(path, {})
+    metrics[key] = value
+    path.write_text(json.dumps(metrics, indent=2) + "\n")
+    return path
 
 
 class RunExistsError(FileExistsError):

@@ -24,10 +24,9 @@ from fer_utils.config import RESUMABLE_CHANGES, TrainConfig
 from fer_utils.inference import predict_proba
 from fer_utils.models import DEFAULT_CHANNELS, build_model, check_model_options
 from fer_utils.prepare import Prepared
-from fer_utils.runs import HISTORY, RunFinishedError, read_history
+from fer_utils.runs import HISTORY, MODEL, SPLIT, TRAIN_CONFIG, TRAIN_STATE, RunFinishedError, read_history
 
-BEST_MODEL, CONFIG, BACKUP = "model.keras", "train_config.json", "backup"
-STATE, SPLIT = "train_state.json", "split.npz"
+BACKUP = "backup"
 #: Final states (``train_state.json``); ``time_budget`` runs can be resumed, the others are done.
 FINISHED = {"completed": "its planned epochs are done", "early_stopped": "early stopping ended it"}
 
@@ -269,13 +268,13 @@ def restore_backup(backup: Path, model: keras.Model, checkpoint: RunCheckpoint) 
 
 def read_state(out) -> dict:
     """The run's ``train_state.json`` (``{}`` before its first start)."""
-    path = Path(out) / STATE
+    path = Path(out) / TRAIN_STATE
     return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _write_state(out: Path, **state) -> None:
     state["updated"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    _save_atomically(out / STATE, lambda tmp: tmp.write_text(json.dumps(state, indent=2) + "\n"))
+    _save_atomically(out / TRAIN_STATE, lambda tmp: tmp.write_text(json.dumps(state, indent=2) + "\n"))
 
 
 def check_resume(out, config: TrainConfig) -> None:
@@ -285,7 +284,7 @@ def check_resume(out, config: TrainConfig) -> None:
     state = read_state(out).get("state")
     if state in FINISHED:
         raise RunFinishedError(f"{out}: nothing to resume, {FINISHED[state]}; the run is left as it was")
-    saved = json.loads((out / CONFIG).read_text()) if (out / CONFIG).exists() else None
+    saved = json.loads((out / TRAIN_CONFIG).read_text()) if (out / TRAIN_CONFIG).exists() else None
     if saved is None:
         return
     given = asdict(config)
@@ -324,7 +323,7 @@ def train(prepared: Prepared, config: TrainConfig, out_dir, *, resume: bool = Fa
     if resume:
         check_resume(out, config)
     _check_split(out, prepared)
-    _save_atomically(out / CONFIG, lambda tmp: tmp.write_text(json.dumps(asdict(config), indent=2) + "\n"))
+    _save_atomically(out / TRAIN_CONFIG, lambda tmp: tmp.write_text(json.dumps(asdict(config), indent=2) + "\n"))
     keras.utils.set_random_seed(config.seed)
     augmentation = build_augmentation(config.seed, **config.augmentation)  # float32, whatever the policy
     previous_policy = keras.mixed_precision.global_policy().name
@@ -340,7 +339,7 @@ def train(prepared: Prepared, config: TrainConfig, out_dir, *, resume: bool = Fa
 
 def _callbacks(config: TrainConfig, out: Path, model: keras.Model) -> list:
     """Timer, best-model saver, CSV log, plateau and early-stopping rules, backup (last)."""
-    callbacks = [EpochTimer(budget_s=config.time_budget * 60), BestModel(model, out / BEST_MODEL),
+    callbacks = [EpochTimer(budget_s=config.time_budget * 60), BestModel(model, out / MODEL),
                  keras.callbacks.CSVLogger(str(out / HISTORY), append=True)]
     if config.schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
@@ -388,7 +387,7 @@ def _fit(prepared: Prepared, config: TrainConfig, out: Path, augmentation) -> ke
     else:
         checkpoint.on_train_begin()  # the restored counters, for _finish
     _finish(out, config, callbacks, out_of_time)
-    return keras.models.load_model(out / BEST_MODEL)
+    return keras.models.load_model(out / MODEL)
 
 
 def _finish(out: Path, config: TrainConfig, callbacks: list, out_of_time: bool = False) -> None:

@@ -74,7 +74,7 @@ def run_training(args) -> None:
     from fer_utils.models import check_model_options  # noqa: PLC0415
     from fer_utils.plots import learning_curves, save_fig  # noqa: PLC0415
     from fer_utils.prepare import prepare  # noqa: PLC0415
-    from fer_utils.runs import RunLock, claim_run_dir, read_manifest, write_manifest  # noqa: PLC0415
+    from fer_utils.runs import RunLock, claim_run_dir, model_path, read_manifest, write_manifest  # noqa: PLC0415
     from fer_utils.train import check_resume, load_history, train  # noqa: PLC0415
 
     saved = None
@@ -112,4 +112,4 @@ def run_training(args) -> None:
                  synthetic=dataset.synthetic)
     best = history.loc[history["val_accuracy"].idxmax()]
     print(f"best validation accuracy {best['val_accuracy']:.4f} at epoch {int(best['epoch']) + 1} "
-          f"of {len(history)}; {time.perf_counter() - start:.0f} s this session; model: {run_dir / 'model.keras'}")
+          f"of {len(history)}; {time.perf_counter() - start:.0f} s this session; model: {model_path(run_dir)}")

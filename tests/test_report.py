@@ -1,6 +1,7 @@
 import json
 
-from fer_utils.report import build_markdown, update_metrics, write_report
+from fer_utils.report import build_markdown, write_report
+from fer_utils.runs import update_metrics
 
 
 def fake_score(accuracy):
