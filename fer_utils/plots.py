@@ -96,7 +96,7 @@ def augmentation_preview(images, augmentation, *, copies: int = 7):
     return image_grid(tiles, titles, columns=copies + 1, title="Augmentation preview (seed parameters)")
 
 
-def class_weights(weights: dict[str, float]):
+def class_weight_bars(weights: dict[str, float]):
     """Bar chart of the loss weight of each class."""
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.bar(list(weights), list(weights.values()), color="tab:purple")

@@ -1,5 +1,6 @@
-"""Preprocessing: blank filtering, optional duplicate removal, the validation split and
-class weights, saved into the run folder for the notebooks that follow."""
+"""Preprocessing: blank filtering, optional duplicate removal, the stratified validation
+split of Training and the balanced class weights, saved into the run folder for the
+notebooks that follow."""
 
 from __future__ import annotations
 
@@ -8,14 +9,39 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from sklearn.model_selection import train_test_split
+from sklearn.utils.class_weight import compute_class_weight
 
 from fer_utils import CLASSES, DataError
 from fer_utils.data import Dataset
 from fer_utils.quality import BLANK_MAX_STD, blank_mask, train_test_duplicates
 from fer_utils.runs import PREPARED
-from fer_utils.split import class_weights, train_val_split
 
-PREPARED_FILE = PREPARED
+
+def train_val_split(labels: np.ndarray, val_fraction: float = 0.2, seed: int = 0):
+    """Stratified, seeded split: ``(train_index, val_index)`` into ``labels``.
+
+    The seed report held out 20% of Training for validation.
+    """
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    counts = np.bincount(labels, minlength=len(CLASSES))
+    if (counts[counts > 0] < 2).any():
+        rare = [CLASSES[i] for i in np.flatnonzero((counts > 0) & (counts < 2))]
+        raise DataError(f"cannot stratify: class(es) {', '.join(rare)} have a single image")
+    train_index, val_index = train_test_split(np.arange(len(labels)), test_size=val_fraction,
+                                              stratify=labels, random_state=seed)
+    return np.sort(train_index), np.sort(val_index)
+
+
+def balanced_class_weights(labels: np.ndarray) -> dict[int, float]:
+    """``compute_class_weight("balanced")`` for every class; a clear error if one is absent."""
+    present = np.unique(labels)
+    missing = [CLASSES[i] for i in range(len(CLASSES)) if i not in present]
+    if missing:
+        raise DataError(f"no training images of class(es) {', '.join(missing)}: cannot weight the loss")
+    weights = compute_class_weight("balanced", classes=np.arange(len(CLASSES)), y=labels)
+    return {i: float(w) for i, w in enumerate(weights)}
 SPLITS = ("train", "val", "PublicTest", "PrivateTest")
 
 
@@ -73,12 +99,12 @@ def prepare(dataset: Dataset, *, val_fraction: float = 0.2, seed: int = 0,
     train_idx, val_idx = train_val_split(kept.labels[training], val_fraction, seed)
     split[training[train_idx]], split[training[val_idx]] = "train", "val"
     return Prepared(kept.images, kept.labels, split.astype(str),
-                    class_weights(kept.labels[training[train_idx]]), removed, dataset.synthetic)
+                    balanced_class_weights(kept.labels[training[train_idx]]), removed, dataset.synthetic)
 
 
 def save_prepared(prepared: Prepared, run_dir) -> Path:
     """Write the prepared arrays and a JSON sidecar (weights, removed counts) into ``run_dir``."""
-    path = Path(run_dir) / PREPARED_FILE
+    path = Path(run_dir) / PREPARED
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, images=prepared.images, labels=prepared.labels, split=prepared.split)
     meta = {"class_weights": {CLASSES[i]: w for i, w in prepared.class_weights.items()},
@@ -90,7 +116,7 @@ def save_prepared(prepared: Prepared, run_dir) -> Path:
 
 def load_prepared(run_dir) -> Prepared:
     """Read what :func:`save_prepared` wrote; names the missing file if the step did not run."""
-    path = Path(run_dir) / PREPARED_FILE
+    path = Path(run_dir) / PREPARED
     if not path.exists():
         raise DataError(f"{path}: not found; run the preprocessing notebook (02) for this run folder first")
     meta = json.loads(path.with_suffix(".json").read_text())

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from fer_utils import DataError
-from fer_utils.split import class_weights, train_val_split
+from fer_utils.prepare import balanced_class_weights, train_val_split
 
 LABELS = np.repeat(np.arange(7), [50, 10, 40, 100, 60, 60, 30])
 
@@ -27,7 +27,7 @@ def test_split_errors():
 
 
 def test_class_weights_are_balanced():
-    weights = class_weights(LABELS)
+    weights = balanced_class_weights(LABELS)
     assert weights[3] == pytest.approx(350 / (7 * 100))
     assert weights[1] == pytest.approx(350 / (7 * 10))
     assert list(weights) == list(range(7))
@@ -35,4 +35,4 @@ def test_class_weights_are_balanced():
 
 def test_class_weights_need_every_class():
     with pytest.raises(DataError, match="no training images of class.es. surprise"):
-        class_weights(np.arange(6))
+        balanced_class_weights(np.arange(6))
