@@ -407,6 +407,17 @@ def _finish(out: Path, config: TrainConfig, callbacks: list, out_of_time: bool =
             shutil.rmtree(out / name, ignore_errors=True)
 
 
+def summarize_history(history: pd.DataFrame) -> dict:
+    """A training history in four numbers: the best validation accuracy, its epoch
+    (counting from 1), the epochs run and the training minutes."""
+    if not len(history):
+        raise DataError("the history is empty: no epoch has ended yet")
+    best = history["val_accuracy"].idxmax()
+    return {"best val_accuracy": round(float(history["val_accuracy"][best]), 4),
+            "best epoch": int(history["epoch"][best]) + 1, "epochs": len(history),
+            "minutes": round(float(history["seconds"].iloc[-1]) / 60, 1)}
+
+
 def load_history(out_dir) -> pd.DataFrame:
     """The per-epoch history a training run wrote (epoch, loss, accuracy, val_*...)."""
     return read_history(out_dir)

@@ -75,7 +75,7 @@ def run_training(args) -> None:
     from fer_utils.plots import learning_curves, save_fig  # noqa: PLC0415
     from fer_utils.prepare import prepare  # noqa: PLC0415
     from fer_utils.runs import RunLock, claim_run_dir, model_path, read_manifest, write_manifest  # noqa: PLC0415
-    from fer_utils.train import check_resume, load_history, train  # noqa: PLC0415
+    from fer_utils.train import check_resume, load_history, summarize_history, train  # noqa: PLC0415
 
     saved = None
     if args.resume:
@@ -110,6 +110,6 @@ def run_training(args) -> None:
         history = load_history(run_dir)
         save_fig(learning_curves(history, f"Learning curves: {config.model}"), "learning_curves", run_dir,
                  synthetic=dataset.synthetic)
-    best = history.loc[history["val_accuracy"].idxmax()]
-    print(f"best validation accuracy {best['val_accuracy']:.4f} at epoch {int(best['epoch']) + 1} "
-          f"of {len(history)}; {time.perf_counter() - start:.0f} s this session; model: {model_path(run_dir)}")
+    summary = summarize_history(history)
+    print(f"best validation accuracy {summary['best val_accuracy']:.4f} at epoch {summary['best epoch']} "
+          f"of {summary['epochs']}; {time.perf_counter() - start:.0f} s this session; model: {model_path(run_dir)}")

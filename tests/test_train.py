@@ -18,7 +18,16 @@ from fer_utils.data import load_dataset
 from fer_utils.models import build_model
 from fer_utils.prepare import prepare
 from fer_utils.runs import lock_holder
-from fer_utils.train import Batches, EpochTimer, TrainConfig, epoch_orders, resolve_precision, train, training_model
+from fer_utils.train import (
+    Batches,
+    EpochTimer,
+    TrainConfig,
+    epoch_orders,
+    resolve_precision,
+    summarize_history,
+    train,
+    training_model,
+)
 
 NO_AUGMENTATION = dict(rotation=0, shift=0, shear=0, zoom=0, flip=False)
 
@@ -240,3 +249,10 @@ def test_resume_survives_every_kill_window_and_respects_the_time_budget(prepared
     (fresh / "train_state.json").write_text(json.dumps({"state": "running"}))
     train(prepared, replace(config, time_budget=0.0, epochs=2), fresh, resume=True)
     assert list(pd.read_csv(fresh / "history.csv")["epoch"]) == [0, 1]
+
+
+def test_history_summary_names_the_best_epoch_counting_from_one():
+    history = pd.DataFrame({"epoch": [0, 1, 2], "val_accuracy": [0.3, 0.61234, 0.5], "seconds": [60, 125, 190]})
+    assert summarize_history(history) == {"best val_accuracy": 0.6123, "best epoch": 2, "epochs": 3, "minutes": 3.2}
+    with pytest.raises(DataError, match="no epoch has ended yet"):
+        summarize_history(history.iloc[:0])
