@@ -200,8 +200,8 @@ def cmd_evaluate(args) -> None:
     usage = args.usage or default_usage(dataset)
     paths = args.model or [None]
     models = [load_model(path) for path in paths]
-    result = evaluate_model(models if len(models) > 1 else models[0], dataset, usage, tta=args.tta,
-                            tta_mode=args.tta_mode, keep_blank=args.keep_blank)
+    result = evaluate_model(models, dataset, usage, tta=args.tta, tta_mode=args.tta_mode,
+                            keep_blank=args.keep_blank)
     result["model"] = str(paths[0] or "default") if len(paths) == 1 else [str(p) for p in paths]
     if args.json:
         print(json.dumps(result, indent=2))

@@ -57,6 +57,7 @@ class TrainConfig:
         unknown = set(self.augmentation) - set(SEED_AUGMENTATION)
         if unknown:
             raise ValueError(f"unknown augmentation option(s): {', '.join(sorted(unknown))}")
+        self.augmentation = {**SEED_AUGMENTATION, **self.augmentation}  # options given override the seed's
 
     @property
     def decay(self) -> float:
@@ -67,3 +68,16 @@ class TrainConfig:
 
 
 MONITORS = ("val_loss", "val_accuracy")
+
+
+def contradictions(saved: dict, given: dict) -> dict:
+    """``{option: (given, saved)}`` for each option of ``given`` that a resumed run cannot
+    change: recorded in ``saved`` with another value, and not in :data:`RESUMABLE_CHANGES`."""
+    return {k: (given[k], saved[k]) for k in sorted(given)
+            if k in saved and k not in RESUMABLE_CHANGES and given[k] != saved[k]}
+
+
+def describe_contradictions(found: dict) -> str:
+    """``found`` (from :func:`contradictions`) as the refusal of a resume."""
+    return "--resume continues the run with its saved options; " + ", ".join(
+        f"{k} {given!r} != saved {saved!r}" for k, (given, saved) in found.items())

@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from fer_utils import OptionError
-from fer_utils.config import RESUMABLE_CHANGES, SEED_AUGMENTATION, TrainConfig
+from fer_utils.config import TrainConfig, contradictions
 from fer_utils.report import markdown_table
 from fer_utils.runs import (
     HISTORY,
@@ -35,7 +35,10 @@ from fer_utils.runs import (
     RunLock,
     lock_holder,
     read_history,
+    read_json,
 )
+
+PINS = ".pins.json"
 
 #: What a plan entry may set besides the TrainConfig fields.
 ENTRY_KEYS = {"name", "about", "val_fraction", "drop_test_duplicates"}
@@ -43,6 +46,8 @@ ENTRY_KEYS = {"name", "about", "val_fraction", "drop_test_duplicates"}
 PINNED_PATHS = ("fer_utils", "pyproject.toml")
 #: Files of each run copied by ``status --write``.
 PUBLISHED = (HISTORY, TRAIN_CONFIG, TRAIN_STATE, MANIFEST, "figures/learning_curves.png")
+#: States of a run with nothing left to do.
+DONE = ("completed", "early stopped")
 
 
 @dataclasses.dataclass
@@ -52,6 +57,10 @@ class Plan:
     data: Path
     runs: list[dict]
     root: Path
+
+    def runs_dir(self, override=None) -> Path:
+        """Where the run folders go: ``override``, else ``runs/`` of the project."""
+        return Path(override or self.root / "runs").resolve()
 
 
 def load_plan(path) -> Plan:
@@ -106,14 +115,13 @@ def train_args(entry: dict) -> list[str]:
 def pinned_code(root: Path, runs_dir: Path, name: str) -> Path:
     """The snapshot of the code run ``name`` executes from: taken from the commit checked
     out when the run first starts (``runs/.pins.json``) and kept for the whole run."""
-    pins_file = runs_dir / ".pins.json"
-    pins = json.loads(pins_file.read_text()) if pins_file.exists() else {}
+    pins = read_json(runs_dir / PINS, {})
     if name not in pins:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
         if head.returncode:
             raise OptionError(f"{root}: not a git work tree with a commit; long runs pin the code of a commit")
         pins[name] = head.stdout.strip()
-        pins_file.write_text(json.dumps(pins, indent=2) + "\n")
+        (runs_dir / PINS).write_text(json.dumps(pins, indent=2) + "\n")
     code = runs_dir / ".code" / pins[name]
     if not (code / PINNED_COMMIT).exists():
         shutil.rmtree(code, ignore_errors=True)
@@ -128,40 +136,33 @@ def pinned_code(root: Path, runs_dir: Path, name: str) -> Path:
 def plan_differences(entry: dict, run_dir: Path) -> list[str]:
     """Options of a started run that its plan entry now contradicts (a resume would refuse
     them): change only ``epochs`` of a started run, or plan a new one."""
-    saved_file = run_dir / TRAIN_CONFIG
-    if not saved_file.exists():
-        return []
-    saved = json.loads(saved_file.read_text())
-    options = {k: v for k, v in entry.items() if k not in ENTRY_KEYS}
-    options["augmentation"] = {**SEED_AUGMENTATION, **options.get("augmentation", {})}
-    planned = dataclasses.asdict(TrainConfig(**options))
-    return sorted(k for k in planned if k not in RESUMABLE_CHANGES and k in saved and saved[k] != planned[k])
+    planned = TrainConfig(**{k: v for k, v in entry.items() if k not in ENTRY_KEYS})
+    return list(contradictions(read_json(run_dir / TRAIN_CONFIG, {}), dataclasses.asdict(planned)))
 
 
 def run_state(run_dir: Path) -> str:
     """``not started``, ``running``, ``interrupted``, ``time budget`` (resumable),
     ``completed`` or ``early stopped``."""
-    state_file = run_dir / TRAIN_STATE
-    if not state_file.exists():
-        return "running" if lock_holder(run_dir) else ("interrupted" if run_dir.exists() else "not started")
-    state = json.loads(state_file.read_text())["state"]
-    if state == "running":
-        return "running" if lock_holder(run_dir) else "interrupted"
-    return state.replace("_", " ")
+    state = read_json(run_dir / TRAIN_STATE, {}).get("state", "running")
+    if state != "running":
+        return state.replace("_", " ")
+    if lock_holder(run_dir):
+        return "running"
+    return "interrupted" if run_dir.exists() else "not started"
 
 
 def run_plan(plan_file, runs_dir=None, log=print) -> int:
     """Train every unfinished run of the plan in order, each from its pinned code; returns
     how many failed. A run that fails is logged and the next one goes on."""
     plan = load_plan(plan_file)
-    runs_dir = Path(runs_dir or plan.root / "runs").resolve()
+    runs_dir = plan.runs_dir(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
     with RunLock(runs_dir):
         for entry in plan.runs:
             run_dir = runs_dir / entry["name"]
             state = run_state(run_dir)
-            if state in ("completed", "early stopped"):
+            if state in DONE:
                 log(f"{entry['name']}: {state}, skipped")
                 continue
             differ = plan_differences(entry, run_dir)
@@ -217,7 +218,7 @@ def start_detached(plan_file, runs_dir=None) -> Path:
     """Start :func:`run_plan` in the background at low priority, logging to
     ``runs/long-runs.log``; returns the log's path."""
     plan = load_plan(plan_file)
-    runs_dir = Path(runs_dir or plan.root / "runs").resolve()
+    runs_dir = plan.runs_dir(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     holder = lock_holder(runs_dir)
     if holder:
@@ -237,9 +238,8 @@ def status_table(plan_file, runs_dir=None):
     import pandas as pd  # noqa: PLC0415
 
     plan = load_plan(plan_file)
-    runs_dir = Path(runs_dir or plan.root / "runs")
-    pins_file = runs_dir / ".pins.json"
-    pins = json.loads(pins_file.read_text()) if pins_file.exists() else {}
+    runs_dir = plan.runs_dir(runs_dir)
+    pins = read_json(runs_dir / PINS, {})
     rows = []
     for entry in plan.runs:
         run_dir = runs_dir / entry["name"]
@@ -252,7 +252,7 @@ def status_table(plan_file, runs_dir=None):
             state += f" (plan differs: {', '.join(differ)})"
         seconds = float(history["seconds"].iloc[-1]) if done else 0.0
         per_epoch = seconds / done if done else float("nan")
-        left = 0.0 if state in ("completed", "early stopped") else per_epoch * (planned - done)
+        left = 0.0 if state in DONE else per_epoch * (planned - done)
         rows.append({"run": entry["name"], "state": state, "epochs": f"{done}/{planned}",
                      "best val accuracy": f"{history['val_accuracy'].max():.4f}" if done else "-",
                      "minutes": f"{seconds / 60:.0f}",
@@ -267,11 +267,11 @@ def write_status(plan_file, out_dir, runs_dir=None) -> Path:
     is finished, its model) into ``out_dir/<run>/`` and write ``out_dir/status.md``;
     returns the status file."""
     plan = load_plan(plan_file)
-    runs_dir = Path(runs_dir or plan.root / "runs")
+    runs_dir = plan.runs_dir(runs_dir)
     out_dir = Path(out_dir)
     table = status_table(plan_file, runs_dir)
     for entry in plan.runs:
-        finished = run_state(runs_dir / entry["name"]) in ("completed", "early stopped")
+        finished = run_state(runs_dir / entry["name"]) in DONE
         for name in PUBLISHED + ((MODEL,) if finished else ()):
             source = runs_dir / entry["name"] / name
             if source.exists():

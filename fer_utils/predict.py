@@ -9,7 +9,7 @@ import numpy as np
 
 from fer_utils import CLASSES, IMAGE_SIZE, DataError
 from fer_utils.data import Dataset
-from fer_utils.evaluate import accuracy_gain, score
+from fer_utils.evaluate import accuracy_gain, point_scores, score
 from fer_utils.faces import annotate, crop_faces, detect_faces, read_gray
 from fer_utils.inference import predict_proba
 from fer_utils.quality import blank_mask
@@ -69,32 +69,26 @@ def evaluate_model(model, dataset: Dataset, usage: str, *, tta: int = 0, tta_mod
                   tta=None)
     if tta:
         copies = [tta_predict(m, part.images, tta, mode=tta_mode, seed=seed) for m in models]
-        tta_result = tta_score(part.labels, proba, np.mean(copies, axis=0), usage=usage, seed=seed)
+        tta_proba = np.mean(copies, axis=0)
+        tta_result = tta_score(part.labels, proba, tta_proba, usage=usage, seed=seed)
         result["tta"] = {"n": tta, "mode": tta_mode, **{k: tta_result[k] for k in (
             "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci", "gain", "gain_ci")}}
     if len(models) > 1:
-        copies = copies if tta else [None] * len(models)
-        result["members"] = [_member_scores(part.labels, p, c, seed) for p, c in zip(plain, copies)]
-        result["gain_over_best_member"] = _gain_over_best(part.labels, plain, proba, seed)
+        members = [point_scores(part.labels, p) for p in plain]
+        result["gain_over_best_member"] = _gain_over_best(part.labels, plain, members, proba, seed)
         if tta:
-            result["tta"]["gain_over_best_member"] = _gain_over_best(part.labels, copies, np.mean(copies, axis=0),
-                                                                     seed)
+            with_tta = [point_scores(part.labels, c) for c in copies]
+            result["tta"]["gain_over_best_member"] = _gain_over_best(part.labels, copies, with_tta, tta_proba, seed)
+            for member, scores in zip(members, with_tta):
+                member.update({f"tta_{k}": v for k, v in scores.items()})
+        result["members"] = members
     return result
 
 
-def _member_scores(labels, plain, copies, seed) -> dict:
-    """An ensemble member's accuracy and macro-F1, plain and (with ``copies``) with TTA."""
-    scores = {k: v for k, v in score(labels, plain, seed=seed).items() if k in ("accuracy", "macro_f1")}
-    if copies is not None:
-        scores.update({f"tta_{k}": v for k, v in score(labels, copies, seed=seed).items()
-                       if k in ("accuracy", "macro_f1")})
-    return scores
-
-
-def _gain_over_best(labels, member_probas, ensemble_proba, seed) -> dict:
+def _gain_over_best(labels, member_probas, member_scores, ensemble_proba, seed) -> dict:
     """The ensemble's paired accuracy gain (and 95% interval) over its most accurate member."""
-    best = member_probas[int(np.argmax([(p.argmax(axis=1) == labels).mean() for p in member_probas]))]
-    return accuracy_gain(labels, best, ensemble_proba, seed=seed)
+    best = int(np.argmax([s["accuracy"] for s in member_scores]))
+    return accuracy_gain(labels, member_probas[best], ensemble_proba, seed=seed)
 
 
 def predict_images(model, paths, *, annotate_dir=None):

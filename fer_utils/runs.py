@@ -79,6 +79,12 @@ def lock_holder(run_dir) -> dict | None:
         return None
 
 
+def _in_use(run_dir: Path, holder: dict) -> RunLockedError:
+    """The refusal naming the process that holds ``run_dir``."""
+    return RunLockedError(f"{run_dir}: in use by process {holder.get('pid', '?')} on {holder.get('host', '?')} "
+                          f"since {holder.get('started', '?')}")
+
+
 class RunLock:
     """``with RunLock(run_dir):`` the process writes ``run_dir`` alone.
 
@@ -98,9 +104,7 @@ class RunLock:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            holder = lock_holder(self.path.parent) or {}
-            raise RunLockedError(f"{self.path.parent}: in use by process {holder.get('pid', '?')} on "
-                                 f"{holder.get('host', '?')} since {holder.get('started', '?')}") from None
+            raise _in_use(self.path.parent, lock_holder(self.path.parent) or {}) from None
         handle.truncate(0)
         handle.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
                                  "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}))
@@ -126,8 +130,7 @@ def claim_run_dir(run_dir, data_hash: str, *, force: bool = False, resume: bool 
     if run_dir.exists() and any(p.name != LOCK for p in run_dir.iterdir()):
         holder = lock_holder(run_dir)
         if holder is not None:
-            raise RunLockedError(f"{run_dir}: in use by process {holder.get('pid')} on {holder.get('host')} "
-                                 f"since {holder.get('started')}")
+            raise _in_use(run_dir, holder)
         if not manifest.exists():
             raise RunExistsError(f"{run_dir}: is not empty and is not a run folder (no {MANIFEST}); "
                                  f"it is never replaced, choose another --out")

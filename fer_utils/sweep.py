@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from fer_utils.prepare import Prepared
-from fer_utils.train import TrainConfig, load_history, train
+from fer_utils.runs import read_history
+from fer_utils.train import TrainConfig, train
 
 SWEEP_FILE = "sweep.json"
 
@@ -24,7 +25,7 @@ def lr_batch_sweep(prepared: Prepared, base: TrainConfig, learning_rates, batch_
         for batch_size in batch_sizes:
             run = Path(out_dir) / f"lr{lr:g}-bs{batch_size}"
             train(prepared, replace(base, learning_rate=lr, batch_size=batch_size), run)
-            history = load_history(run)
+            history = read_history(run)
             rows.append({"learning_rate": lr, "batch_size": batch_size,
                          "val_accuracy": float(history["val_accuracy"].max()),
                          "seconds": float(history["seconds"].iloc[-1])})

@@ -20,11 +20,11 @@ import pandas as pd
 
 from fer_utils import CLASSES, DataError, OptionError
 from fer_utils.augment import build_augmentation
-from fer_utils.config import RESUMABLE_CHANGES, TrainConfig
+from fer_utils.config import TrainConfig, contradictions, describe_contradictions
 from fer_utils.inference import predict_proba
 from fer_utils.models import DEFAULT_CHANNELS, build_model, check_model_options
 from fer_utils.prepare import Prepared
-from fer_utils.runs import HISTORY, MODEL, SPLIT, TRAIN_CONFIG, TRAIN_STATE, RunFinishedError, read_history
+from fer_utils.runs import HISTORY, MODEL, SPLIT, TRAIN_CONFIG, TRAIN_STATE, RunFinishedError, read_history, read_json
 
 BACKUP = "backup"
 #: Final states (``train_state.json``); ``time_budget`` runs can be resumed, the others are done.
@@ -153,7 +153,7 @@ class EpochTimer(keras.callbacks.Callback):
 
     def __init__(self, offset_s: float = 0.0, budget_s: float = 0.0):
         super().__init__()
-        self.offset_s, self.budget_s, self.stopped, self.seconds = offset_s, budget_s, False, offset_s
+        self.offset_s, self.budget_s, self.seconds = offset_s, budget_s, offset_s
 
     def on_train_begin(self, logs=None):
         self.session_start, self.session_epochs = time.perf_counter(), 0
@@ -167,7 +167,7 @@ class EpochTimer(keras.callbacks.Callback):
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         next_end = self.offset_s + session_s * (self.session_epochs + 1) / self.session_epochs
         if self.budget_s and next_end > self.budget_s:
-            self.model.stop_training = self.stopped = True
+            self.model.stop_training = True
 
 
 def _save_atomically(path: Path, write) -> None:
@@ -179,11 +179,11 @@ def _save_atomically(path: Path, write) -> None:
 
 class BestModel(keras.callbacks.Callback):
     """Saves the bare ``model`` (not the training wrapper) whenever ``val_accuracy`` beats
-    ``best``, atomically."""
+    the best so far, atomically."""
 
-    def __init__(self, model: keras.Model, path: Path, best: float | None = None):
+    def __init__(self, model: keras.Model, path: Path):
         super().__init__()
-        self.bare, self.path, self.best = model, path, -np.inf if best is None else best
+        self.bare, self.path, self.best = model, path, -np.inf
 
     def on_epoch_end(self, epoch, logs=None):
         if logs["val_accuracy"] > self.best:
@@ -266,12 +266,6 @@ def restore_backup(backup: Path, model: keras.Model, checkpoint: RunCheckpoint) 
     return state["epoch"]
 
 
-def read_state(out) -> dict:
-    """The run's ``train_state.json`` (``{}`` before its first start)."""
-    path = Path(out) / TRAIN_STATE
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
 def _write_state(out: Path, **state) -> None:
     state["updated"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     _save_atomically(out / TRAIN_STATE, lambda tmp: tmp.write_text(json.dumps(state, indent=2) + "\n"))
@@ -279,20 +273,14 @@ def _write_state(out: Path, **state) -> None:
 
 def check_resume(out, config: TrainConfig) -> None:
     """Refuse to resume a finished run (:class:`RunFinishedError`) or one whose saved config
-    differs from ``config`` in an option other than :data:`RESUMABLE_CHANGES` (named)."""
+    contradicts ``config`` (:func:`fer_utils.config.contradictions`, named)."""
     out = Path(out)
-    state = read_state(out).get("state")
+    state = read_json(out / TRAIN_STATE, {}).get("state")
     if state in FINISHED:
         raise RunFinishedError(f"{out}: nothing to resume, {FINISHED[state]}; the run is left as it was")
-    saved = json.loads((out / TRAIN_CONFIG).read_text()) if (out / TRAIN_CONFIG).exists() else None
-    if saved is None:
-        return
-    given = asdict(config)
-    differ = sorted(k for k in set(saved) | set(given)
-                    if k not in RESUMABLE_CHANGES and saved.get(k) != given.get(k))
-    if differ:
-        raise FileExistsError(f"{out}: --resume continues the run with its saved options; "
-                              + ", ".join(f"{k} {given.get(k)!r} != saved {saved.get(k)!r}" for k in differ))
+    found = contradictions(read_json(out / TRAIN_CONFIG, {}), asdict(config))
+    if found:
+        raise FileExistsError(f"{out}: {describe_contradictions(found)}")
 
 
 def _check_split(out: Path, prepared: Prepared) -> None:
@@ -312,7 +300,7 @@ def train(prepared: Prepared, config: TrainConfig, out_dir, *, resume: bool = Fa
 
     Writes ``train_config.json``, ``split.npz``, ``history.csv``, ``train_state.json``
     (state and why the run stopped), the best model (by validation accuracy) as
-    ``model.keras`` and ``val_predictions.npz``; returns the best model. A run that was
+    ``runs.MODEL`` and ``val_predictions.npz``; returns the best model. A run that was
     killed or stopped by its time budget continues from its last epoch with ``resume=True``.
     """
     out = Path(out_dir)
@@ -416,8 +404,3 @@ def summarize_history(history: pd.DataFrame) -> dict:
     return {"best val_accuracy": round(float(history["val_accuracy"][best]), 4),
             "best epoch": int(history["epoch"][best]) + 1, "epochs": len(history),
             "minutes": round(float(history["seconds"].iloc[-1]) / 60, 1)}
-
-
-def load_history(out_dir) -> pd.DataFrame:
-    """The per-epoch history a training run wrote (epoch, loss, accuracy, val_*...)."""
-    return read_history(out_dir)

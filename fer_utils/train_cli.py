@@ -8,7 +8,7 @@ import json
 import time
 
 from fer_utils import DataError, OptionError
-from fer_utils.config import SEED_AUGMENTATION, TrainConfig
+from fer_utils.config import SEED_AUGMENTATION, TrainConfig, contradictions, describe_contradictions
 
 FIELDS = dataclasses.fields(TrainConfig)
 #: Help beyond the default, where the option's name does not say it all.
@@ -54,15 +54,11 @@ def resolve_options(args, saved: dict | None = None) -> tuple[TrainConfig, dict]
     """``(config, data options)`` from the options given on the command line over ``saved``
     (a resumed run's manifest parameters) or the defaults."""
     given = {f.name: getattr(args, f.name) for f in FIELDS if hasattr(args, f.name)}
-    if "augmentation" in given:
-        given["augmentation"] = {**SEED_AUGMENTATION, **given["augmentation"]}
     base = {**dataclasses.asdict(TrainConfig()), **DATA_OPTIONS, **(saved or {})}
     data = {k: getattr(args, k, base[k]) for k in DATA_OPTIONS}
-    if saved:
-        differ = [k for k, v in data.items() if v != saved.get(k, DATA_OPTIONS[k])]
-        if differ:
-            raise FileExistsError("--resume continues the run with its saved options; "
-                                  + ", ".join(f"{k} {data[k]!r} != saved {saved.get(k)!r}" for k in differ))
+    found = contradictions({**DATA_OPTIONS, **saved}, data) if saved else {}
+    if found:
+        raise FileExistsError(describe_contradictions(found))
     config = TrainConfig(**{f.name: given.get(f.name, base[f.name]) for f in FIELDS})
     return config, data
 
@@ -74,8 +70,8 @@ def run_training(args) -> None:
     from fer_utils.models import check_model_options  # noqa: PLC0415
     from fer_utils.plots import learning_curves, save_fig  # noqa: PLC0415
     from fer_utils.prepare import prepare  # noqa: PLC0415
-    from fer_utils.runs import RunLock, claim_run_dir, model_path, read_manifest, write_manifest  # noqa: PLC0415
-    from fer_utils.train import check_resume, load_history, summarize_history, train  # noqa: PLC0415
+    from fer_utils.runs import RunLock, claim_run_dir, model_path, read_history, read_manifest, write_manifest  # noqa: PLC0415
+    from fer_utils.train import check_resume, summarize_history, train  # noqa: PLC0415
 
     saved = None
     if args.resume:
@@ -107,7 +103,7 @@ def run_training(args) -> None:
             print("NOTE: training on SYNTHETIC data, not FER2013")
         start = time.perf_counter()
         train(prepared, config, run_dir, resume=args.resume)
-        history = load_history(run_dir)
+        history = read_history(run_dir)
         save_fig(learning_curves(history, f"Learning curves: {config.model}"), "learning_curves", run_dir,
                  synthetic=dataset.synthetic)
     summary = summarize_history(history)

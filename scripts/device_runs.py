@@ -11,10 +11,10 @@ Three steps, two places:
     Joins and checks the parts, writes the images as a Kaggle-layout folder (same names,
     so the same train/validation split as here), trains every run of the plan at once
     on the JAX backend (``fer_utils.long_runs.run_parallel``), and writes into ``$OUT``
-    one ``<run>.npz`` per model (float16 weights and the architecture: under the 16 MiB
-    a returned file may have) and ``runs.tar.gz`` (histories, configs, states, logs).
+    one ``<run>.keras`` per model (exported in bfloat16: under the 16 MiB a returned file
+    may have) and ``runs.tar.gz`` (histories, configs, states, logs).
 ``unpack`` (here)
-    Rebuilds each ``<run>/model.keras`` (float32) from what came back, beside its history.
+    Puts each returned model at ``<run>/model.keras``, beside its history.
 
     python scripts/device_runs.py pack --plan configs/gpu-runs.yaml
     python scripts/device_runs.py unpack FILES_AT --out reports/fer2013/gpu-runs
@@ -28,6 +28,7 @@ import io
 import json
 import lzma
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -123,19 +124,18 @@ def unpack_training(folder: Path) -> Path:
     return folder
 
 
-def export_weights(model_path: Path, target: Path) -> None:
-    """A model as float16 weights plus its architecture (``unpack`` makes it float32 again)."""
-    import keras  # noqa: PLC0415
+def export_model(model_path: Path, target: Path) -> None:
+    """A run's model as ``fer_utils.models.export_for_inference`` makes it in bfloat16: half
+    the size, under the 16 MiB a returned file may have."""
+    import keras
 
-    model = keras.models.load_model(model_path)
-    np.savez_compressed(target, architecture=np.array(model.to_json()),
-                        **{f"w{i}": w.astype(np.float16) for i, w in enumerate(model.get_weights())})
+    from fer_utils.models import export_for_inference
+
+    export_for_inference(keras.models.load_model(model_path), "bfloat16").save(target)
 
 
 def device(plan: str, out: Path, jobs: int) -> int:
     """On the lent machine: unpack, train the plan, write what comes back into ``out``."""
-    import shutil
-
     import yaml
 
     from fer_utils.long_runs import run_parallel
@@ -158,22 +158,17 @@ def device(plan: str, out: Path, jobs: int) -> int:
                 tar.add(run, arcname=run.name)
     for run in (work / "runs").iterdir():
         if (run / "model.keras").exists():
-            export_weights(run / "model.keras", out / f"{run.name}.npz")
+            export_model(run / "model.keras", out / f"{run.name}.keras")
     return 1 if any(codes.values()) else 0
 
 
 def unpack(files_at: Path, out: Path) -> None:
-    """Here: each returned ``<run>.npz`` becomes ``out/<run>/model.keras`` beside its history."""
-    import keras  # noqa: PLC0415
-
+    """Here: each returned ``<run>.keras`` becomes ``out/<run>/model.keras`` beside its history."""
     out.mkdir(parents=True, exist_ok=True)
     with tarfile.open(files_at / "runs.tar.gz") as tar:
         tar.extractall(out, filter="data")
-    for exported in sorted(files_at.glob("*.npz")):
-        with np.load(exported) as saved:
-            model = keras.models.model_from_json(str(saved["architecture"]))
-            model.set_weights([saved[f"w{i}"].astype(np.float32) for i in range(len(saved.files) - 1)])
-        model.save(out / exported.stem / "model.keras")
+    for exported in sorted(files_at.glob("*.keras")):
+        shutil.copyfile(exported, out / exported.stem / "model.keras")
         print(f"{exported.stem}: {out / exported.stem / 'model.keras'}")
 
 
