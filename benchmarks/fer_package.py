@@ -21,7 +21,8 @@ from timing import best_seconds
 from fer_utils import CLASSES
 from fer_utils.data import load_dataset
 from fer_utils.inference import predict_proba
-from fer_utils.predict import evaluate_model, load_model
+from fer_utils.predict import load_model
+from fer_utils.scoring import evaluate_model
 
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 

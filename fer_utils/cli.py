@@ -195,7 +195,8 @@ def cmd_synthetic(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from fer_utils.data import load_dataset  # noqa: PLC0415
-    from fer_utils.predict import default_usage, evaluate_model, load_model  # noqa: PLC0415
+    from fer_utils.predict import load_model  # noqa: PLC0415
+    from fer_utils.scoring import default_usage, evaluate_model  # noqa: PLC0415
     dataset = load_dataset(args.data, skip_bad=args.skip_bad, resize=args.resize)
     usage = args.usage or default_usage(dataset)
     paths = args.model or [None]

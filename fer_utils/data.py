@@ -86,6 +86,10 @@ class Dataset:
             raise DataError(f"{self.source}: no {name} images (usages present: {present})")
         return self.subset(mask)
 
+    def captions(self, index) -> list[str]:
+        """"usage\\nclass" of each image of ``index``: what grids of images show under each."""
+        return [f"{self.usages[i]}\n{CLASSES[self.labels[i]]}" for i in index]
+
     def present_usages(self) -> list[str]:
         """The usages this dataset holds, in :data:`fer_utils.USAGES` order."""
         return [u for u in USAGES if (self.usages == u).any()]

@@ -47,3 +47,12 @@ def gradcam(model: keras.Model, images: np.ndarray, classes=None) -> np.ndarray:
     cam = tf.image.resize(cam[..., None], images.shape[1:3])[..., 0].numpy()
     peak = cam.max(axis=(1, 2), keepdims=True)
     return np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0)
+
+
+def sample_per_class(labels, per_class: int, seed: int = 0) -> np.ndarray:
+    """Indices of ``per_class`` random images of each class present (all of a class with
+    fewer), class by class: the images a Grad-CAM figure shows."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.choice(np.flatnonzero(labels == k), size=min(per_class, (labels == k).sum()),
+                                      replace=False) for k in np.unique(labels)])

@@ -36,6 +36,7 @@ from fer_utils.runs import (
     lock_holder,
     read_history,
     read_json,
+    write_json,
 )
 
 PINS = ".pins.json"
@@ -121,7 +122,7 @@ def pinned_code(root: Path, runs_dir: Path, name: str) -> Path:
         if head.returncode:
             raise OptionError(f"{root}: not a git work tree with a commit; long runs pin the code of a commit")
         pins[name] = head.stdout.strip()
-        (runs_dir / PINS).write_text(json.dumps(pins, indent=2) + "\n")
+        write_json(runs_dir / PINS, pins)
     code = runs_dir / ".code" / pins[name]
     if not (code / PINNED_COMMIT).exists():
         shutil.rmtree(code, ignore_errors=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 
 import keras
+import pandas as pd
 from keras import layers
 
 from fer_utils import CLASSES, IMAGE_SIZE
@@ -129,8 +130,6 @@ def parameter_counts(model: keras.Model) -> tuple[int, int]:
 
 def layer_table(model: keras.Model):
     """One row per layer: name, type, output shape and parameter count."""
-    import pandas as pd  # noqa: PLC0415
-
     return pd.DataFrame([{"layer": layer.name, "type": type(layer).__name__,
                           "output shape": str(tuple(layer.output.shape[1:])),
                           "parameters": layer.count_params()} for layer in model.layers])
@@ -148,6 +147,18 @@ def flops_per_image(model: keras.Model) -> int:
         elif isinstance(layer, layers.Dense):
             total += 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
     return int(total)
+
+
+def cost_table(names) -> pd.DataFrame:
+    """Input shape, trainable and non-trainable parameters, and MFLOPs for one 48x48 image,
+    one row per registry model of ``names``."""
+    rows = []
+    for name in names:
+        model = build_model(name)
+        trainable, frozen = parameter_counts(model)
+        rows.append({"model": name, "input": str(model.input_shape[1:]), "trainable": trainable,
+                     "non-trainable": frozen, "MFLOPs per image": round(flops_per_image(model) / 1e6, 1)})
+    return pd.DataFrame(rows).set_index("model")
 
 
 def export_for_inference(model: keras.Model, precision: str = "float32") -> keras.Model:

@@ -25,7 +25,8 @@ def save_fig(fig, name: str, run_dir, *, synthetic: bool) -> None:
         fig.suptitle(f"{title} (synthetic data)".strip(), fontweight="bold")
     folder = Path(run_dir) / "figures"
     folder.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     for suffix in ("png", "pdf"):
         fig.savefig(folder / f"{name}.{suffix}", dpi=FIGURE_DPI, bbox_inches="tight",
                     metadata={"CreationDate": None} if suffix == "pdf" else None)
@@ -41,9 +42,11 @@ def class_counts(counts: pd.DataFrame):
 
 
 def image_grid(images: np.ndarray, titles=None, *, columns: int = 8, title: str = "", size: float = 1.2):
-    """Grayscale images in a grid, each with an optional small title."""
+    """Grayscale images in a grid, each with an optional small title (room made for its lines)."""
     rows = max(1, int(np.ceil(len(images) / columns)))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * size + 0.6), squeeze=False)
+    lines = max((str(t).count("\n") + 1 for t in titles), default=0) if titles is not None else 0
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * (size + 0.15 * lines) + 0.6),
+                             squeeze=False, layout="constrained")
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k < len(images):
@@ -52,6 +55,22 @@ def image_grid(images: np.ndarray, titles=None, *, columns: int = 8, title: str 
                 ax.set_title(titles[k], fontsize=7)
     fig.suptitle(title)
     return fig
+
+
+def prediction_captions(labels, proba) -> list[str]:
+    """"true -> predicted\\nconfidence" under each image of a grid of predictions."""
+    proba = np.asarray(proba)
+    return [f"{CLASSES[t]} -> {CLASSES[p.argmax()]}\n{p.max():.0%}" for t, p in zip(labels, proba)]
+
+
+def duplicate_pairs(dataset, pairs: pd.DataFrame, title: str):
+    """Each pair of :func:`fer_utils.quality.duplicate_pairs` side by side, captioned with its
+    usage and label; the second of a pair whose labels differ says so."""
+    index = pairs[["first", "second"]].to_numpy().ravel()
+    captions = [f"pair {k // 2 + 1}: {caption}" for k, caption in enumerate(dataset.captions(index))]
+    for k, same in enumerate(pairs["same_label"]):
+        captions[2 * k + 1] += "" if same else " (differs)"
+    return image_grid(dataset.images[index], captions, title=title)
 
 
 def samples_per_class(images, labels, *, per_class: int = 8, seed: int = 0, title: str = "Sample images per class"):
@@ -187,15 +206,21 @@ def reliability_diagram(confidence, accuracy, ece: float, title: str):
     return fig
 
 
-def gradcam_grid(images, heatmaps, titles, title: str, columns: int = 6):
-    """Each image with its Grad-CAM heatmap laid over it."""
+def gradcam_grid(images, heatmaps, titles, title: str):
+    """Each greyscale image with its Grad-CAM map laid over it, and the map's colour bar; as
+    many columns (4 to 8) as fill every row when such a number exists."""
+    columns = next((c for c in range(8, 3, -1) if len(images) % c == 0), min(6, len(images)))
     rows = max(1, int(np.ceil(len(images) / columns)))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.6, rows * 1.8 + 0.5), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.6 + 1, rows * 1.9 + 0.5), squeeze=False,
+                             layout="constrained")
+    overlay = None
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k < len(images):
             ax.imshow(images[k], cmap="gray", vmin=0, vmax=255)
-            ax.imshow(heatmaps[k], cmap="jet", alpha=0.4, vmin=0, vmax=1)
+            overlay = ax.imshow(heatmaps[k], cmap="jet", alpha=0.4, vmin=0, vmax=1)
             ax.set_title(titles[k], fontsize=7)
+    if overlay is not None:
+        fig.colorbar(overlay, ax=axes, shrink=0.7, label="Grad-CAM: evidence for the predicted class (0-1)")
     fig.suptitle(title)
     return fig

@@ -1,4 +1,4 @@
-"""Scoring saved models: the ``evaluate`` and ``predict`` commands' library side."""
+"""Loading saved models and labelling the faces of photos: the ``predict`` command's library side."""
 
 from __future__ import annotations
 
@@ -8,12 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from fer_utils import CLASSES, IMAGE_SIZE, DataError
-from fer_utils.data import Dataset
-from fer_utils.evaluate import accuracy_gain, point_scores, score
 from fer_utils.faces import annotate, crop_faces, detect_faces, read_gray
 from fer_utils.inference import predict_proba
-from fer_utils.quality import blank_mask
-from fer_utils.tta import tta_predict, tta_score
 
 #: The project's shipped model, used when no ``--model`` is given.
 DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model" / "model.keras"
@@ -41,54 +37,6 @@ def load_model(path=None):
         raise DataError(f"{path}: the model has {model.output_shape[-1]} outputs, not one per class "
                         f"({len(CLASSES)})")
     return model
-
-
-def default_usage(dataset: Dataset) -> str:
-    """PublicTest when present, else the first test usage, else Training."""
-    tests = [u for u in dataset.present_usages() if u != "Training"]
-    return "PublicTest" if "PublicTest" in tests else (tests or ["Training"])[0]
-
-
-def evaluate_model(model, dataset: Dataset, usage: str, *, tta: int = 0, tta_mode: str = "random",
-                   keep_blank: bool = False, seed: int = 0) -> dict:
-    """Score ``model`` on one usage: every metric of :func:`fer_utils.evaluate.score`, the
-    blank images left out (reported), and the TTA scores when ``tta`` > 0.
-
-    ``model`` may be a list of models: they are scored as an ensemble (the mean of their
-    probabilities, plain and with TTA), with each member's scores under ``members`` and the
-    ensemble's paired accuracy gain over the best member (``gain_over_best_member``).
-    """
-    models = list(model) if isinstance(model, (list, tuple)) else [model]
-    part = dataset.usage(usage)
-    blank = np.zeros(len(part), bool) if keep_blank else blank_mask(part.images)
-    part = part.subset(~blank)
-    plain = [predict_proba(m, part.images) for m in models]
-    proba = np.mean(plain, axis=0)
-    result = score(part.labels, proba, usage=usage, seed=seed)
-    result.update(data=Path(dataset.source).name, synthetic=dataset.synthetic, blank_removed=int(blank.sum()),
-                  tta=None)
-    if tta:
-        copies = [tta_predict(m, part.images, tta, mode=tta_mode, seed=seed) for m in models]
-        tta_proba = np.mean(copies, axis=0)
-        tta_result = tta_score(part.labels, proba, tta_proba, usage=usage, seed=seed)
-        result["tta"] = {"n": tta, "mode": tta_mode, **{k: tta_result[k] for k in (
-            "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci", "gain", "gain_ci")}}
-    if len(models) > 1:
-        members = [point_scores(part.labels, p) for p in plain]
-        result["gain_over_best_member"] = _gain_over_best(part.labels, plain, members, proba, seed)
-        if tta:
-            with_tta = [point_scores(part.labels, c) for c in copies]
-            result["tta"]["gain_over_best_member"] = _gain_over_best(part.labels, copies, with_tta, tta_proba, seed)
-            for member, scores in zip(members, with_tta):
-                member.update({f"tta_{k}": v for k, v in scores.items()})
-        result["members"] = members
-    return result
-
-
-def _gain_over_best(labels, member_probas, member_scores, ensemble_proba, seed) -> dict:
-    """The ensemble's paired accuracy gain (and 95% interval) over its most accurate member."""
-    best = int(np.argmax([s["accuracy"] for s in member_scores]))
-    return accuracy_gain(labels, member_probas[best], ensemble_proba, seed=seed)
 
 
 def predict_images(model, paths, *, annotate_dir=None):

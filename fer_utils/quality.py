@@ -43,6 +43,37 @@ def duplicate_groups(images: np.ndarray) -> pd.DataFrame:
     return frame[["index", "group"]].reset_index(drop=True)
 
 
+def _dataset_groups(dataset: Dataset, include_blank: bool, max_std: float) -> pd.DataFrame:
+    """:func:`duplicate_groups` of a dataset (blank images left out unless ``include_blank``),
+    with indices into the dataset and each image's usage."""
+    keep = np.ones(len(dataset), bool) if include_blank else ~blank_mask(dataset.images, max_std)
+    index = np.flatnonzero(keep)
+    groups = duplicate_groups(dataset.images[index])
+    groups["index"] = index[groups["index"]]
+    groups["usage"] = dataset.usages[groups["index"]]
+    return groups
+
+
+def duplicate_pairs(dataset: Dataset, max_std: float = BLANK_MAX_STD, n: int = 8) -> pd.DataFrame:
+    """Up to ``n`` pairs of exact duplicates (blank images left out), one per group: half of
+    them within Training, the others across usages, when there are that many.
+
+    Columns: ``first``, ``second`` (indices into ``dataset``; ``second`` of another usage
+    than ``first`` when the group has one), ``within_training``, ``same_label``.
+    """
+    rows = []
+    for _, group in _dataset_groups(dataset, False, max_std).groupby("group", sort=True):
+        first, *others = group["index"].tolist()
+        second = next((i for i in others if dataset.usages[i] != dataset.usages[first]), others[0])
+        rows.append({"first": first, "second": second,
+                     "within_training": dataset.usages[first] == dataset.usages[second] == "Training",
+                     "same_label": bool(dataset.labels[first] == dataset.labels[second])})
+    pairs = pd.DataFrame(rows, columns=["first", "second", "within_training", "same_label"])
+    within = pairs[pairs["within_training"]].head(n // 2)
+    chosen = pd.concat([within, pairs[~pairs["within_training"]].head(n - len(within))])
+    return pd.concat([chosen, pairs.drop(chosen.index)]).head(n).reset_index(drop=True)
+
+
 def duplicate_summary(dataset: Dataset, *, include_blank: bool = False,
                       max_std: float = BLANK_MAX_STD) -> dict:
     """Counts of exact duplicates within and across usages.
@@ -52,11 +83,7 @@ def duplicate_summary(dataset: Dataset, *, include_blank: bool = False,
     ``within[u]`` counts images of ``u`` with an equal image of the same usage and
     ``across["A/B"]`` counts groups holding images of both usages.
     """
-    keep = np.ones(len(dataset), bool) if include_blank else ~blank_mask(dataset.images, max_std)
-    index = np.flatnonzero(keep)
-    groups = duplicate_groups(dataset.images[index])
-    groups["index"] = index[groups["index"]]
-    groups["usage"] = dataset.usages[groups["index"]]
+    groups = _dataset_groups(dataset, include_blank, max_std)
     sizes = groups.groupby(["usage", "group"]).size()
     usage_sets = groups.groupby("group")["usage"].agg(frozenset)
     usages = dataset.present_usages()

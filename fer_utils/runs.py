@@ -23,11 +23,41 @@ MANIFEST, HISTORY, MODEL = "manifest.json", "history.csv", "model.keras"
 TRAIN_CONFIG, TRAIN_STATE, SPLIT = "train_config.json", "train_state.json", "split.npz"
 METRICS, TRAINING, PREPARED = "metrics.json", "training.json", "data/prepared.npz"
 FER_PACKAGE, DISCUSSION = "fer_package.json", "discussion.md"
+#: A pipeline run's learning rate x batch sweep: its choice, and one training run per cell.
+SWEEP, SWEEP_DIR = "sweep.json", "sweep"
+
+
+def model_dir(run_dir, name: str | None = None) -> Path:
+    """A training run folder: ``run_dir`` itself, or model ``name``'s folder in a pipeline run."""
+    return Path(run_dir) / "models" / name if name else Path(run_dir)
 
 
 def model_path(run_dir, name: str | None = None) -> Path:
     """The best model of a training run folder, or of model ``name`` of a pipeline run."""
-    return Path(run_dir) / ("models/" + name if name else "") / MODEL
+    return model_dir(run_dir, name) / MODEL
+
+
+def trained_models(run_dir) -> list[str]:
+    """The models a pipeline run trained (``training.json``), best validation accuracy first."""
+    training = read_json(Path(run_dir) / TRAINING)
+    if not training:
+        raise FileNotFoundError(f"{Path(run_dir) / TRAINING}: not found or empty; run the training "
+                                f"notebook (04) for this run folder first")
+    return [t["model"] for t in sorted(training, key=lambda t: -t["best val_accuracy"])]
+
+
+def save_atomically(path, write) -> Path:
+    """``write(tmp)`` then rename over ``path``: a kill never leaves a torn file behind."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}")
+    write(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def write_json(path, value) -> Path:
+    """Write ``value`` as indented JSON, atomically."""
+    return save_atomically(path, lambda tmp: tmp.write_text(json.dumps(value, indent=2) + "\n"))
 
 
 def read_json(path, default=None):
@@ -41,8 +71,7 @@ def update_metrics(run_dir, key: str, value) -> Path:
     path = Path(run_dir) / METRICS
     metrics = read_json(path, {})
     metrics[key] = value
-    path.write_text(json.dumps(metrics, indent=2) + "\n")
-    return path
+    return write_json(path, metrics)
 
 
 class RunExistsError(FileExistsError):
@@ -204,8 +233,7 @@ def write_manifest(run_dir, *, kind: str, parameters: dict, data_source: str, da
         "packages": package_versions(),
         **(extra or {}),
     }
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
-    return path
+    return write_json(path, manifest)
 
 
 def read_manifest(run_dir) -> dict:

@@ -24,7 +24,20 @@ from fer_utils.config import TrainConfig, contradictions, describe_contradiction
 from fer_utils.inference import predict_proba
 from fer_utils.models import DEFAULT_CHANNELS, build_model, check_model_options
 from fer_utils.prepare import Prepared
-from fer_utils.runs import HISTORY, MODEL, SPLIT, TRAIN_CONFIG, TRAIN_STATE, RunFinishedError, read_history, read_json
+from fer_utils.runs import (
+    HISTORY,
+    MODEL,
+    SPLIT,
+    TRAIN_CONFIG,
+    TRAIN_STATE,
+    TRAINING,
+    RunFinishedError,
+    model_dir,
+    read_history,
+    read_json,
+    save_atomically,
+    write_json,
+)
 
 BACKUP = "backup"
 #: Final states (``train_state.json``); ``time_budget`` runs can be resumed, the others are done.
@@ -170,13 +183,6 @@ class EpochTimer(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def _save_atomically(path: Path, write) -> None:
-    """``write(tmp)`` then rename over ``path``: a kill never leaves a torn file behind."""
-    tmp = path.with_name(f".tmp-{path.name}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 class BestModel(keras.callbacks.Callback):
     """Saves the bare ``model`` (not the training wrapper) whenever ``val_accuracy`` beats
     the best so far, atomically."""
@@ -188,7 +194,7 @@ class BestModel(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs["val_accuracy"] > self.best:
             self.best = float(logs["val_accuracy"])
-            _save_atomically(self.path, self.bare.save)
+            save_atomically(self.path, self.bare.save)
 
 
 #: The counters each stateful callback needs back after a resume.
@@ -268,7 +274,7 @@ def restore_backup(backup: Path, model: keras.Model, checkpoint: RunCheckpoint) 
 
 def _write_state(out: Path, **state) -> None:
     state["updated"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    _save_atomically(out / TRAIN_STATE, lambda tmp: tmp.write_text(json.dumps(state, indent=2) + "\n"))
+    write_json(out / TRAIN_STATE, state)
 
 
 def check_resume(out, config: TrainConfig) -> None:
@@ -287,7 +293,7 @@ def _check_split(out: Path, prepared: Prepared) -> None:
     """Save the train/validation split, or refuse a resume whose data gives another one."""
     split = {s: np.flatnonzero(prepared.split == s) for s in ("train", "val")}
     if not (out / SPLIT).exists():
-        _save_atomically(out / SPLIT, lambda tmp: np.savez(tmp, **split))
+        save_atomically(out / SPLIT, lambda tmp: np.savez(tmp, **split))
         return
     with np.load(out / SPLIT) as saved:
         if any(not np.array_equal(saved[s], split[s]) for s in split):
@@ -311,7 +317,7 @@ def train(prepared: Prepared, config: TrainConfig, out_dir, *, resume: bool = Fa
     if resume:
         check_resume(out, config)
     _check_split(out, prepared)
-    _save_atomically(out / TRAIN_CONFIG, lambda tmp: tmp.write_text(json.dumps(asdict(config), indent=2) + "\n"))
+    write_json(out / TRAIN_CONFIG, asdict(config))
     keras.utils.set_random_seed(config.seed)
     augmentation = build_augmentation(config.seed, **config.augmentation)  # float32, whatever the policy
     previous_policy = keras.mixed_precision.global_policy().name
@@ -359,7 +365,7 @@ def _fit(prepared: Prepared, config: TrainConfig, out: Path, augmentation) -> ke
     if len(history) > done:  # rows past the backup (a kill between the log and the backup) go
         kept = history[history["epoch"] < done]
         if len(kept):
-            _save_atomically(out / HISTORY, lambda tmp: kept.to_csv(tmp, index=False))
+            save_atomically(out / HISTORY, lambda tmp: kept.to_csv(tmp, index=False))
         else:
             (out / HISTORY).unlink()
     _write_state(out, state="running", epochs_done=done, epochs_planned=config.epochs, pid=os.getpid())
@@ -404,3 +410,16 @@ def summarize_history(history: pd.DataFrame) -> dict:
     return {"best val_accuracy": round(float(history["val_accuracy"][best]), 4),
             "best epoch": int(history["epoch"][best]) + 1, "epochs": len(history),
             "minutes": round(float(history["seconds"].iloc[-1]) / 60, 1)}
+
+
+def summarize_runs(run_dir, names) -> pd.DataFrame:
+    """:func:`summarize_history` of each named model of a pipeline run, one row each, also
+    written as the run's ``training.json`` (which the later notebooks read)."""
+    rows = [{"model": name, **summarize_history(read_history(model_dir(run_dir, name)))} for name in names]
+    write_json(Path(run_dir) / TRAINING, rows)
+    return pd.DataFrame(rows).set_index("model")
+
+
+def config_table(configs: dict[str, TrainConfig]) -> pd.DataFrame:
+    """One column of options per named config (the augmentation, a dict, left out)."""
+    return pd.DataFrame({name: vars(config) for name, config in configs.items()}).drop(["augmentation"])

@@ -10,18 +10,14 @@ Copies of a batch are predicted in one call, so N copies cost about N plain pred
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from fer_utils.augment import build_augmentation
-from fer_utils.evaluate import accuracy_gain, score
-from fer_utils.inference import model_input, predict_proba
+from fer_utils.inference import model_input
 
 #: (mirror, dx, dy) of the deterministic views, in the order they are used.
 DETERMINISTIC_VIEWS = [(False, 0, 0), (True, 0, 0)] + [
     (mirror, dx, dy) for dx, dy in ((2, 0), (-2, 0), (0, 2), (0, -2)) for mirror in (False, True)]
 SHIFT_PAD = 2
-#: The scored variants of :func:`tta_study`.
-VARIANTS = ("plain", "tta_random", "tta_deterministic")
 
 
 def deterministic_view(images: np.ndarray, mirror: bool, dx: int, dy: int) -> np.ndarray:
@@ -64,43 +60,3 @@ def accuracy_by_copies(copies: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Accuracy of the TTA mean over the first 1, 2, ..., n copies."""
     running = np.cumsum(copies, axis=0)
     return (running.argmax(axis=2) == labels[None, :]).mean(axis=1)
-
-
-def tta_score(labels, plain_proba, tta_proba, *, seed: int = 0, **score_options) -> dict:
-    """:func:`fer_utils.evaluate.score` of TTA predictions, with their paired ``gain`` in
-    accuracy over the plain predictions of the same images and its ``gain_ci``."""
-    return {**score(labels, tta_proba, seed=seed, **score_options),
-            **accuracy_gain(labels, plain_proba, tta_proba, seed=seed)}
-
-
-def tta_study(model, images: np.ndarray, labels: np.ndarray, *, n: int = 10, max_copies: int = 20,
-              seed: int = 0) -> dict:
-    """Plain prediction beside random TTA (``n`` copies) and deterministic TTA (all views).
-
-    Returns the :func:`fer_utils.evaluate.score` of each (``plain``, ``tta_random``,
-    ``tta_deterministic``; the TTA ones add their paired ``gain`` over plain and its
-    ``gain_ci``) and ``accuracy_by_copies`` for 1 to ``max_copies`` random copies.
-    """
-    copies = tta_copies(model, images, max(n, max_copies), mode="random", seed=seed)
-    plain = predict_proba(model, images)
-    variants = {"tta_random": copies[:n].mean(axis=0),
-                "tta_deterministic": tta_predict(model, images, len(DETERMINISTIC_VIEWS), mode="deterministic")}
-    return {"plain": score(labels, plain, seed=seed),
-            **{name: tta_score(labels, plain, proba, seed=seed) for name, proba in variants.items()},
-            "accuracy_by_copies": accuracy_by_copies(copies[:max_copies], labels).round(5).tolist()}
-
-
-def study_scores(studies: dict) -> dict:
-    """``{model: {split: {variant: score}}}`` of ``{model: {split: tta_study}}``, without the
-    per-copy curve: what ``metrics.json`` keeps."""
-    return {name: {split: {v: study[v] for v in VARIANTS} for split, study in by_split.items()}
-            for name, by_split in studies.items()}
-
-
-def study_table(studies: dict) -> pd.DataFrame:
-    """Accuracy with its 95% interval and macro-F1, one row per model, split and variant."""
-    rows = [{"model": name, "split": split, "variant": variant, "accuracy": round(r["accuracy"], 4),
-             "accuracy 95% CI": [round(v, 4) for v in r["accuracy_ci"]], "macro-F1": round(r["macro_f1"], 4)}
-            for name, by_split in study_scores(studies).items() for split, by_variant in by_split.items()
-            for variant, r in by_variant.items()]
-    return pd.DataFrame(rows).set_index(["model", "split", "variant"])

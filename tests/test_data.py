@@ -224,3 +224,10 @@ def test_usage_selection_and_errors(synthetic_zip):
         ds.usage("Test")
     with pytest.raises(DataError, match=r"no PrivateTest images \(usages present: Training\)"):
         ds.usage("Training").usage("PrivateTest")
+
+
+def test_captions_name_the_usage_and_class_of_each_image(synthetic_zip):
+    dataset = load_dataset(synthetic_zip)
+    happy = np.flatnonzero((dataset.usages == "Training") & (dataset.labels == CLASSES.index("happy")))[0]
+    fear = np.flatnonzero((dataset.usages == "PublicTest") & (dataset.labels == CLASSES.index("fear")))[0]
+    assert dataset.captions([happy, fear]) == ["Training\nhappy", "PublicTest\nfear"]

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from fer_utils.gradcam import gradcam, last_conv_layer
+from fer_utils.gradcam import gradcam, last_conv_layer, sample_per_class
 from fer_utils.models import build_model
 
 IMAGES = np.random.default_rng(0).integers(0, 256, (3, 48, 48)).astype(np.uint8)
@@ -29,3 +29,11 @@ def test_model_without_convolution():
     model = keras.Model(inputs, keras.layers.Dense(7)(keras.layers.Flatten()(inputs)))
     with pytest.raises(ValueError, match="has no Conv2D layer"):
         gradcam(model, IMAGES)
+
+
+def test_sample_per_class_takes_each_class_in_turn_and_all_of_a_small_one():
+    labels = np.array([0, 0, 0, 2, 2, 2, 2, 5])
+    picked = sample_per_class(labels, 2, seed=1)
+    assert labels[picked].tolist() == [0, 0, 2, 2, 5] and len(set(picked.tolist())) == 5
+    np.testing.assert_array_equal(picked, sample_per_class(labels, 2, seed=1))
+    assert not np.array_equal(sample_per_class(labels, 2, seed=1), sample_per_class(labels, 2, seed=4))

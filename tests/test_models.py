@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from fer_utils.cli import main
-from fer_utils.models import MODELS, build_model, flops_per_image, parameter_counts
+from fer_utils.models import MODELS, build_model, cost_table, flops_per_image, parameter_counts
 
 
 def test_seed_cnn_has_the_reports_parameter_counts():
@@ -76,3 +76,14 @@ def test_export_for_inference_keeps_predictions_options_and_a_float32_softmax(tm
     assert {layer.dtype_policy.name for layer in exported.layers[1:-1]} == {precision}
     assert [w.shape for w in exported.get_weights()] == [w.shape for w in model.get_weights()]
     assert main(["export", str(path), str(tmp_path / "out.keras")]) == 2  # never written over without --force
+
+
+def test_cost_table_lists_parameters_and_compute_per_model():
+    table = cost_table(["seed_cnn", "vgg_gap"])
+    assert list(table.index) == ["seed_cnn", "vgg_gap"]
+    assert table.loc["seed_cnn", "trainable"] == 1_326_567 and table.loc["seed_cnn", "non-trainable"] == 2_176
+    assert table.loc["seed_cnn", "input"] == "(48, 48, 3)" and table.loc["vgg_gap", "input"] == "(48, 48, 1)"
+    assert table.loc["seed_cnn", "MFLOPs per image"] > table.loc["vgg_gap", "MFLOPs per image"] > 0
+
+
+

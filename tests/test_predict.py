@@ -8,8 +8,9 @@ from fer_utils import CLASSES, DataError
 from fer_utils.cli import main
 from fer_utils.data import load_dataset
 from fer_utils.faces import crop_faces, detect_faces, read_gray
-from fer_utils.predict import evaluate_model, load_model, predict_images
+from fer_utils.predict import load_model, predict_images
 from fer_utils.quality import blank_mask
+from fer_utils.scoring import evaluate_model
 
 from .conftest import drawn_face_photo, face, png_bytes
 

@@ -6,6 +6,7 @@ from fer_utils.quality import (
     blank_counts,
     blank_mask,
     duplicate_groups,
+    duplicate_pairs,
     duplicate_summary,
     image_digests,
     train_test_duplicates,
@@ -65,3 +66,18 @@ def test_train_test_duplicates_marks_training_copies_of_test_images():
     ds = make([img(1), img(2), img(2), img(1), BLACK, BLACK],
               ["Training", "Training", "PublicTest", "Training", "Training", "PrivateTest"])
     assert train_test_duplicates(ds).tolist() == [False, True, False, False, False, False]
+
+
+def test_duplicate_pairs_mix_within_training_and_across_usages_and_compare_labels():
+    ds = make([img(1), img(1), img(2), img(2), img(3), img(3), img(2), BLACK, BLACK],
+              ["Training", "Training", "Training", "Training", "Training", "PublicTest", "PrivateTest",
+               "Training", "Training"])
+    ds.labels[:] = [0, 0, 1, 1, 2, 5, 1, 0, 0]
+    pairs = duplicate_pairs(ds, n=2)
+    assert pairs.to_dict("records") == [
+        {"first": 0, "second": 1, "within_training": True, "same_label": True},
+        {"first": 2, "second": 6, "within_training": False, "same_label": True}]
+    every = duplicate_pairs(ds, n=8)
+    assert len(every) == 3 and every.loc[2].to_dict() == {"first": 4, "second": 5, "within_training": False,
+                                                          "same_label": False}
+    assert duplicate_pairs(make([img(1), img(2)], ["Training"] * 2)).empty

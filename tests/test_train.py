@@ -17,14 +17,16 @@ from fer_utils.augment import build_augmentation
 from fer_utils.data import load_dataset
 from fer_utils.models import build_model
 from fer_utils.prepare import prepare
-from fer_utils.runs import lock_holder
+from fer_utils.runs import lock_holder, model_dir
 from fer_utils.train import (
     Batches,
     EpochTimer,
     TrainConfig,
+    config_table,
     epoch_orders,
     resolve_precision,
     summarize_history,
+    summarize_runs,
     train,
     training_model,
 )
@@ -256,3 +258,17 @@ def test_history_summary_names_the_best_epoch_counting_from_one():
     assert summarize_history(history) == {"best val_accuracy": 0.6123, "best epoch": 2, "epochs": 3, "minutes": 3.2}
     with pytest.raises(DataError, match="no epoch has ended yet"):
         summarize_history(history.iloc[:0])
+
+
+def test_summarize_runs_writes_training_json_and_config_table_has_a_column_per_model(tmp_path):
+    for name, accuracies in (("a", [0.2, 0.4]), ("b", [0.5, 0.3])):
+        folder = model_dir(tmp_path, name)
+        folder.mkdir(parents=True)
+        pd.DataFrame({"epoch": [0, 1], "val_accuracy": accuracies, "seconds": [60, 120]}).to_csv(
+            folder / "history.csv", index=False)
+    summary = summarize_runs(tmp_path, ["a", "b"])
+    assert summary.loc["b", "best epoch"] == 1 and summary.loc["a", "best val_accuracy"] == 0.4
+    assert json.loads((tmp_path / "training.json").read_text())[1] == {
+        "model": "b", "best val_accuracy": 0.5, "best epoch": 1, "epochs": 2, "minutes": 2.0}
+    table = config_table({"a": TrainConfig(epochs=3), "b": TrainConfig(model="seed_cnn")})
+    assert list(table.columns) == ["a", "b"] and table.loc["epochs", "a"] == 3 and "augmentation" not in table.index

@@ -2,18 +2,11 @@ import keras
 import numpy as np
 import pytest
 
-from fer_utils.tta import (
-    DETERMINISTIC_VIEWS,
-    VARIANTS,
-    accuracy_by_copies,
-    deterministic_view,
-    study_scores,
-    study_table,
-    tta_copies,
-    tta_predict,
-    tta_score,
-    tta_study,
-)
+from fer_utils import CLASSES
+from fer_utils.data import load_dataset
+from fer_utils.prepare import prepare
+from fer_utils.scoring import VARIANTS, per_class_gain, study_scores, study_table, tta_score, tta_studies, tta_study
+from fer_utils.tta import DETERMINISTIC_VIEWS, accuracy_by_copies, deterministic_view, tta_copies, tta_predict
 
 
 @pytest.fixture
@@ -84,7 +77,7 @@ def test_study_reports_plain_beside_both_variants(model):
         assert study[variant]["gain_ci"][0] <= study[variant]["gain"] <= study[variant]["gain_ci"][1]
 
 
-def test_study_scores_and_table_cover_every_model_split_and_variant(model):
+def test_study_scores_and_table_cover_every_model_usage_and_variant(model):
     labels = np.arange(len(IMAGES)) % 7
     study = tta_study(model, IMAGES, labels, n=2, max_copies=2)
     studies = {"a": {"PublicTest": study}, "b": {"PublicTest": study, "PrivateTest": study}}
@@ -104,3 +97,16 @@ def test_tta_score_adds_the_paired_gain_to_the_tta_score():
     result = tta_score(labels, plain, tta, usage="PublicTest")
     assert result["usage"] == "PublicTest" and result["accuracy"] == 0.75
     assert result["gain"] == 0.25 and result["gain_ci"][0] <= 0.25 <= result["gain_ci"][1]
+
+
+def test_tta_studies_score_each_model_on_each_test_usage_and_per_class_gain(model, synthetic_zip):
+    prepared = prepare(load_dataset(synthetic_zip))
+    studies = tta_studies({"m": model}, prepared, ["PrivateTest"], n=2, max_copies=2)
+    study = studies["m"]["PrivateTest"]
+    assert list(studies["m"]) == ["PrivateTest"]
+    assert study["plain"]["n"] == len(prepared.arrays("test", "PrivateTest")[1])
+    gains = per_class_gain(study)
+    assert list(gains.columns) == ["random TTA", "deterministic TTA"] and list(gains.index) == list(CLASSES)
+    recall = {v: study[v]["per_class"]["happy"]["recall"] for v in VARIANTS}
+    assert gains.loc["happy", "random TTA"] == pytest.approx(recall["tta_random"] - recall["plain"])
+    assert gains.loc["happy", "deterministic TTA"] == pytest.approx(recall["tta_deterministic"] - recall["plain"])

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 
 from fer_utils import CLASSES
-from fer_utils.evaluate import (
+from fer_utils.scoring import (
     accuracy_gain,
+    confident_mistakes,
     expected_calibration_error,
     most_confused,
     per_class_table,
@@ -87,3 +88,12 @@ def test_recall_interval_is_wilson_and_per_class():
     result = score(labels, proba)
     assert result["recall_ci"]["angry"] == recall_interval(2, 3) and result["recall_ci"]["happy"] is None
     assert result["recall_ci"]["disgust"][0] <= result["per_class"]["disgust"]["recall"] == 1.0
+
+
+def test_confident_mistakes_most_confident_first_and_at_most_n():
+    labels = np.array([0, 1, 2, 3, 4])
+    proba = np.array([one_hot([1], 0.5)[0], one_hot([1], 0.9)[0], one_hot([0], 0.7)[0], one_hot([3], 0.99)[0],
+                      one_hot([0], 0.9)[0]])
+    assert confident_mistakes(labels, proba, 10).tolist() == [4, 2, 0]
+    assert confident_mistakes(labels, proba, 2).tolist() == [4, 2]
+    assert confident_mistakes(labels[[1, 3]], proba[[1, 3]], 5).size == 0

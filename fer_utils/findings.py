@@ -1,0 +1,128 @@
+"""What each chapter of the study found, in sentences generated from the run folder's files
+(never typed by hand): the last cell of every notebook and the readings of the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fer_utils import CLASSES
+from fer_utils.runs import METRICS, PREPARED, SWEEP, TRAINING, model_dir, read_history, read_json
+
+#: The chapters, in the order of the notebooks.
+CHAPTERS = ("01", "02", "03", "03b", "04", "05", "06")
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def _interval(result: dict, key: str) -> str:
+    low, high = result[f"{key}_ci"]
+    return f"{_pct(result[key])} [{_pct(low)}, {_pct(high)}]"
+
+
+def _points(result: dict) -> str:
+    low, high = result["gain_ci"]
+    return f"{100 * result['gain']:+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
+def _eda(run: Path, metrics: dict) -> list[str]:
+    data = metrics.get("data")
+    if not data:
+        return []
+    counts = data["counts"]
+    training = counts.get("Training") or next(iter(counts.values()))
+    per_class = {c: training[c] for c in CLASSES}
+    big, small = max(per_class, key=per_class.get), min(per_class, key=per_class.get)
+    duplicates = data["duplicates"]
+    across = sum(n for pair, n in duplicates["across"].items() if pair.startswith("Training/"))
+    usages = ", ".join(f"{u} {c['total']:,}" for u, c in counts.items())
+    return [f"{sum(c['total'] for c in counts.values()):,} images: {usages}.",
+            f"Training is imbalanced: {big} has {per_class[big] / max(per_class[small], 1):.1f} times the "
+            f"images of {small} ({per_class[big]:,} against {per_class[small]:,}).",
+            f"{sum(data['blank'].values())} blank images "
+            f"({', '.join(f'{u} {n}' for u, n in data['blank'].items())}), dropped before training.",
+            f"{duplicates['groups']:,} groups of exact duplicates ({duplicates['images']:,} images); "
+            f"{duplicates['within'].get('Training', 0):,} Training images have a copy within Training, and "
+            f"{across:,} groups span Training and a test usage."]
+
+
+def _preprocessing(run: Path, metrics: dict) -> list[str]:
+    prepared = read_json((run / PREPARED).with_suffix(".json"))
+    if not prepared:
+        return []
+    sizes, weights = prepared["split_sizes"], prepared["class_weights"]
+    heavy, light = max(weights, key=weights.get), min(weights, key=weights.get)
+    tests = ", ".join(f"{u} {n:,}" for u, n in prepared.get("test_usage_sizes", {}).items())
+    return [f"Splits after filtering: train {sizes.get('train', 0):,}, validation {sizes.get('val', 0):,}, "
+            f"test {sizes.get('test', 0):,} ({tests}).",
+            f"Class weights range from {weights[light]:.2f} ({light}) to {weights[heavy]:.2f} ({heavy})."]
+
+
+def _models(run: Path, metrics: dict) -> list[str]:
+    costs = metrics.get("model_costs", {})
+    return [f"`{name}`: {c['trainable'] / 1e6:.2f} M trainable parameters, {c['MFLOPs per image']:.0f} MFLOPs "
+            f"per image." for name, c in costs.items()]
+
+
+def _sweep(run: Path, metrics: dict) -> list[str]:
+    sweep = read_json(run / SWEEP)
+    if not sweep:
+        return []
+    accuracy = [cell["val_accuracy"] for cell in sweep["grid"]]
+    chosen = sweep["chosen"]
+    return [f"{len(accuracy)} cells of `{sweep['model']}`: validation accuracy from {_pct(min(accuracy))} to "
+            f"{_pct(max(accuracy))}; the best cell is learning rate {chosen['learning_rate']:g} with batch "
+            f"{chosen['batch_size']}."]
+
+
+def _training(run: Path, metrics: dict) -> list[str]:
+    lines = []
+    for row in read_json(run / TRAINING, []):
+        history = read_history(model_dir(run, row["model"]))
+        train_accuracy = float(history["accuracy"].iloc[row["best epoch"] - 1])
+        lines.append(f"`{row['model']}`: best validation accuracy {_pct(row['best val_accuracy'])} at epoch "
+                     f"{row['best epoch']} of {row['epochs']} ({row['minutes']:.0f} minutes); training accuracy "
+                     f"{_pct(train_accuracy)} at that epoch.")
+    return lines
+
+
+def _tta(run: Path, metrics: dict) -> list[str]:
+    return [f"`{name}` on {usage}: {_interval(r['plain'], 'accuracy')} plain, "
+            f"{_interval(r['tta_random'], 'accuracy')} with random TTA ({_points(r['tta_random'])}), "
+            f"{_interval(r['tta_deterministic'], 'accuracy')} with deterministic TTA "
+            f"({_points(r['tta_deterministic'])})."
+            for name, by_usage in metrics.get("models", {}).items() for usage, r in by_usage.items()]
+
+
+def _analysis(run: Path, metrics: dict) -> list[str]:
+    analysis = metrics.get("analysis")
+    if not analysis:
+        return []
+    recall = {c: v["recall"] for c, v in analysis["per_class"].items() if v["support"]}
+    worst, best = min(recall, key=recall.get), max(recall, key=recall.get)
+    top = analysis["most_confused"][0]
+    return [f"`{analysis['model']}` on {analysis['split']}: recall from {_pct(recall[worst])} ({worst}) to "
+            f"{_pct(recall[best])} ({best}).",
+            f"The most frequent confusion: {top['true']} taken for {top['predicted']} "
+            f"({top['images']} images, {_pct(top['share of true class'])} of {top['true']}).",
+            f"Expected calibration error {analysis['ece']:.3f}"
+            + (f" plain, {analysis['ece_tta']:.3f} with random TTA." if "ece_tta" in analysis else ".")]
+
+
+READERS = dict(zip(CHAPTERS, (_eda, _preprocessing, _models, _sweep, _training, _tta, _analysis)))
+
+
+def chapter_findings(run_dir, chapter: str) -> list[str]:
+    """The findings of one chapter (``"01"`` ... ``"06"``) as sentences; empty when the
+    chapter's files are not there yet."""
+    if chapter not in READERS:
+        raise ValueError(f"unknown chapter {chapter!r}; chapters: {', '.join(CHAPTERS)}")
+    run = Path(run_dir)
+    return READERS[chapter](run, read_json(run / METRICS, {}))
+
+
+def findings_markdown(run_dir, chapter: str) -> str:
+    """:func:`chapter_findings` as a Markdown list under a "Findings" heading."""
+    lines = chapter_findings(run_dir, chapter) or ["(nothing recorded yet for this chapter)"]
+    return "**Findings** (generated from this run's files)\n\n" + "\n".join(f"- {line}" for line in lines)

@@ -1,0 +1,242 @@
+"""Scoring: accuracy and per-class metrics (scikit-learn), bootstrap confidence intervals
+(``scipy.stats.bootstrap``), calibration (``sklearn.calibration``), TTA studies, and
+saved models (alone or as an ensemble) scored on a FER2013 usage: the ``evaluate`` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest, bootstrap
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+from fer_utils import CLASSES
+from fer_utils.data import Dataset
+from fer_utils.inference import predict_proba
+from fer_utils.quality import blank_mask
+from fer_utils.tta import DETERMINISTIC_VIEWS, accuracy_by_copies, tta_copies, tta_predict
+
+LABELS = list(range(len(CLASSES)))
+#: The scored variants of :func:`tta_study`.
+VARIANTS = ("plain", "tta_random", "tta_deterministic")
+
+
+def _macro_f1(labels, predicted):
+    return f1_score(labels, predicted, labels=LABELS, average="macro", zero_division=0)
+
+
+def point_scores(labels, proba) -> dict:
+    """Accuracy and macro-F1 alone, without intervals (cheap: no bootstrap)."""
+    predicted = np.asarray(proba).argmax(axis=1)
+    return {"accuracy": float(accuracy_score(labels, predicted)), "macro_f1": float(_macro_f1(labels, predicted))}
+
+
+def confidence_interval(statistic, labels, predicted, *, n_resamples: int = 1000, seed: int = 0):
+    """Percentile bootstrap 95% interval of ``statistic(labels, predicted)`` over images."""
+    result = bootstrap((labels, predicted), statistic, paired=True, vectorized=False,
+                       n_resamples=n_resamples, method="percentile", random_state=seed)
+    return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
+
+
+def recall_interval(hits: int, images: int) -> list[float] | None:
+    """Wilson score 95% interval of a class's recall, ``hits`` of its ``images`` right."""
+    if images == 0:
+        return None
+    interval = binomtest(hits, images).proportion_ci(confidence_level=0.95, method="wilson")
+    return [float(interval.low), float(interval.high)]
+
+
+def accuracy_gain(labels, base_proba, new_proba, *, n_resamples: int = 1000, seed: int = 0) -> dict:
+    """Accuracy of ``new_proba`` minus that of ``base_proba`` on the same images, with a
+    paired percentile bootstrap 95% interval: ``{"gain": g, "gain_ci": [low, high]}``."""
+    labels = np.asarray(labels)
+    difference = ((np.asarray(new_proba).argmax(axis=1) == labels).astype(float)
+                  - (np.asarray(base_proba).argmax(axis=1) == labels))
+    result = bootstrap((difference,), np.mean, n_resamples=n_resamples, method="percentile", random_state=seed)
+    return {"gain": float(difference.mean()),
+            "gain_ci": [float(result.confidence_interval.low), float(result.confidence_interval.high)]}
+
+
+def _top_class(labels, proba):
+    """Confidence of the predicted class and whether it is right, per image."""
+    return proba.max(axis=1), (proba.argmax(axis=1) == labels)
+
+
+def expected_calibration_error(labels, proba, n_bins: int = 10) -> float:
+    """Weighted mean gap between confidence and accuracy over equal-width confidence bins."""
+    confidence, correct = _top_class(labels, proba)
+    edges = np.linspace(0, 1, n_bins + 1)
+    bins = np.clip(np.digitize(confidence, edges[1:-1]), 0, n_bins - 1)
+    gaps = [abs(correct[bins == b].mean() - confidence[bins == b].mean()) * (bins == b).mean()
+            for b in range(n_bins) if (bins == b).any()]
+    return float(sum(gaps))
+
+
+def reliability(labels, proba, n_bins: int = 10):
+    """``(mean confidence, accuracy)`` per confidence bin of the top class (sklearn)."""
+    confidence, correct = _top_class(labels, proba)
+    accuracy, mean_confidence = calibration_curve(correct.astype(int), confidence, n_bins=n_bins)
+    return mean_confidence, accuracy
+
+
+def score(labels, proba, *, usage: str = "", n_resamples: int = 1000, seed: int = 0) -> dict:
+    """Every metric of one usage as a JSON-ready dict.
+
+    Keys: usage, n, accuracy, accuracy_ci, macro_f1, macro_f1_ci, weighted_f1, per_class
+    ({class: precision, recall, f1, support}), recall_ci ({class: Wilson 95% interval of
+    its recall, None without images}), confusion (counts, rows = true class),
+    confusion_normalized (rows sum to 1), ece.
+    """
+    labels, proba = np.asarray(labels), np.asarray(proba)
+    if len(labels) == 0:
+        raise ValueError("cannot score an empty set of images")
+    if proba.shape != (len(labels), len(CLASSES)):
+        raise ValueError(f"proba must have shape ({len(labels)}, {len(CLASSES)}), got {proba.shape}")
+    predicted = proba.argmax(axis=1)
+    precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=LABELS,
+                                                                     zero_division=0)
+    confusion = confusion_matrix(labels, predicted, labels=LABELS)
+    rows = confusion.sum(axis=1, keepdims=True)
+    return {
+        "usage": usage, "n": int(len(labels)),
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "accuracy_ci": confidence_interval(accuracy_score, labels, predicted, n_resamples=n_resamples, seed=seed),
+        "macro_f1": float(_macro_f1(labels, predicted)),
+        "macro_f1_ci": confidence_interval(_macro_f1, labels, predicted, n_resamples=n_resamples, seed=seed),
+        "weighted_f1": float(f1_score(labels, predicted, labels=LABELS, average="weighted", zero_division=0)),
+        "per_class": {c: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                      for c, p, r, f, s in zip(CLASSES, precision, recall, f1, support)},
+        "recall_ci": {c: recall_interval(int(confusion[i, i]), int(rows[i, 0])) for i, c in enumerate(CLASSES)},
+        "confusion": confusion.tolist(),
+        "confusion_normalized": np.divide(confusion, rows, out=np.zeros(confusion.shape),
+                                          where=rows > 0).round(4).tolist(),
+        "ece": expected_calibration_error(labels, proba),
+    }
+
+
+def per_class_table(result: dict) -> pd.DataFrame:
+    """The per-class part of :func:`score` as a table (classes as rows)."""
+    return pd.DataFrame(result["per_class"]).T.astype({"support": int})
+
+
+def most_confused(result: dict, top: int = 5) -> pd.DataFrame:
+    """The ``top`` (true, predicted) pairs of different classes with the most images."""
+    confusion = np.asarray(result["confusion"])
+    normalized = np.asarray(result["confusion_normalized"])
+    pairs = [(CLASSES[t], CLASSES[p], int(confusion[t, p]), float(normalized[t, p]))
+             for t in LABELS for p in LABELS if t != p]
+    frame = pd.DataFrame(pairs, columns=["true", "predicted", "images", "share of true class"])
+    return frame.sort_values("images", ascending=False, kind="stable").head(top).reset_index(drop=True)
+
+
+def tta_score(labels, plain_proba, tta_proba, *, seed: int = 0, **score_options) -> dict:
+    """:func:`score` of TTA predictions, with their paired ``gain`` in
+    accuracy over the plain predictions of the same images and its ``gain_ci``."""
+    return {**score(labels, tta_proba, seed=seed, **score_options),
+            **accuracy_gain(labels, plain_proba, tta_proba, seed=seed)}
+
+
+def tta_study(model, images: np.ndarray, labels: np.ndarray, *, n: int = 10, max_copies: int = 20,
+              seed: int = 0) -> dict:
+    """Plain prediction beside random TTA (``n`` copies) and deterministic TTA (all views).
+
+    Returns the :func:`score` of each (``plain``, ``tta_random``,
+    ``tta_deterministic``; the TTA ones add their paired ``gain`` over plain and its
+    ``gain_ci``) and ``accuracy_by_copies`` for 1 to ``max_copies`` random copies.
+    """
+    copies = tta_copies(model, images, max(n, max_copies), mode="random", seed=seed)
+    plain = predict_proba(model, images)
+    variants = {"tta_random": copies[:n].mean(axis=0),
+                "tta_deterministic": tta_predict(model, images, len(DETERMINISTIC_VIEWS), mode="deterministic")}
+    return {"plain": score(labels, plain, seed=seed),
+            **{name: tta_score(labels, plain, proba, seed=seed) for name, proba in variants.items()},
+            "accuracy_by_copies": accuracy_by_copies(copies[:max_copies], labels).round(5).tolist()}
+
+
+def study_scores(studies: dict) -> dict:
+    """``{model: {usage: {variant: score}}}`` of ``{model: {usage: tta_study}}``, without the
+    per-copy curve: what ``metrics.json`` keeps."""
+    return {name: {usage: {v: study[v] for v in VARIANTS} for usage, study in by_usage.items()}
+            for name, by_usage in studies.items()}
+
+
+def study_table(studies: dict) -> pd.DataFrame:
+    """Accuracy with its 95% interval and macro-F1, one row per model, usage and variant."""
+    rows = [{"model": name, "usage": usage, "variant": variant, "accuracy": round(r["accuracy"], 4),
+             "accuracy 95% CI": [round(v, 4) for v in r["accuracy_ci"]], "macro-F1": round(r["macro_f1"], 4)}
+            for name, by_usage in study_scores(studies).items() for usage, by_variant in by_usage.items()
+            for variant, r in by_variant.items()]
+    return pd.DataFrame(rows).set_index(["model", "usage", "variant"])
+
+
+def default_usage(dataset: Dataset) -> str:
+    """PublicTest when present, else the first test usage, else Training."""
+    tests = [u for u in dataset.present_usages() if u != "Training"]
+    return "PublicTest" if "PublicTest" in tests else (tests or ["Training"])[0]
+
+
+def evaluate_model(model, dataset: Dataset, usage: str, *, tta: int = 0, tta_mode: str = "random",
+                   keep_blank: bool = False, seed: int = 0) -> dict:
+    """Score ``model`` on one usage: every metric of :func:`score`, the
+    blank images left out (reported), and the TTA scores when ``tta`` > 0.
+
+    ``model`` may be a list of models: they are scored as an ensemble (the mean of their
+    probabilities, plain and with TTA), with each member's scores under ``members`` and the
+    ensemble's paired accuracy gain over the best member (``gain_over_best_member``).
+    """
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
+    part = dataset.usage(usage)
+    blank = np.zeros(len(part), bool) if keep_blank else blank_mask(part.images)
+    part = part.subset(~blank)
+    plain = [predict_proba(m, part.images) for m in models]
+    proba = np.mean(plain, axis=0)
+    result = score(part.labels, proba, usage=usage, seed=seed)
+    result.update(data=Path(dataset.source).name, synthetic=dataset.synthetic, blank_removed=int(blank.sum()),
+                  tta=None)
+    if tta:
+        copies = [tta_predict(m, part.images, tta, mode=tta_mode, seed=seed) for m in models]
+        tta_proba = np.mean(copies, axis=0)
+        tta_result = tta_score(part.labels, proba, tta_proba, usage=usage, seed=seed)
+        result["tta"] = {"n": tta, "mode": tta_mode, **{k: tta_result[k] for k in (
+            "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci", "gain", "gain_ci")}}
+    if len(models) > 1:
+        members = [point_scores(part.labels, p) for p in plain]
+        result["gain_over_best_member"] = _gain_over_best(part.labels, plain, members, proba, seed)
+        if tta:
+            with_tta = [point_scores(part.labels, c) for c in copies]
+            result["tta"]["gain_over_best_member"] = _gain_over_best(part.labels, copies, with_tta, tta_proba, seed)
+            for member, scores in zip(members, with_tta):
+                member.update({f"tta_{k}": v for k, v in scores.items()})
+        result["members"] = members
+    return result
+
+
+def _gain_over_best(labels, member_probas, member_scores, ensemble_proba, seed) -> dict:
+    """The ensemble's paired accuracy gain (and 95% interval) over its most accurate member."""
+    best = int(np.argmax([s["accuracy"] for s in member_scores]))
+    return accuracy_gain(labels, member_probas[best], ensemble_proba, seed=seed)
+
+
+def tta_studies(models: dict, prepared, usages, **study_options) -> dict:
+    """``{model: {usage: tta_study}}``: :func:`tta_study` of each named model on each test
+    usage of ``prepared``."""
+    return {name: {usage: tta_study(model, *prepared.arrays("test", usage), **study_options) for usage in usages}
+            for name, model in models.items()}
+
+
+def per_class_gain(study: dict) -> pd.DataFrame:
+    """Change of recall per class (rows) from random and deterministic TTA (columns), from
+    one :func:`tta_study`."""
+    def recall(variant):
+        return pd.Series({c: r["recall"] for c, r in study[variant]["per_class"].items()})
+    return pd.DataFrame({"random TTA": recall("tta_random") - recall("plain"),
+                         "deterministic TTA": recall("tta_deterministic") - recall("plain")})
+
+
+def confident_mistakes(labels, proba, n: int) -> np.ndarray:
+    """Indices of the ``n`` misclassified images with the highest confidence, most confident first."""
+    proba = np.asarray(proba)
+    wrong = np.flatnonzero(proba.argmax(axis=1) != np.asarray(labels))
+    return wrong[np.argsort(-proba[wrong].max(axis=1), kind="stable")][:n]
