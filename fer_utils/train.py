@@ -26,17 +26,23 @@ from fer_utils.models import DEFAULT_CHANNELS, build_model, check_model_options
 from fer_utils.prepare import Prepared
 from fer_utils.runs import (
     HISTORY,
+    MANIFEST,
     MODEL,
     SPLIT,
     TRAIN_CONFIG,
     TRAIN_STATE,
     TRAINING,
     RunFinishedError,
+    RunLock,
+    claim_run_dir,
     model_dir,
+    model_path,
     read_history,
     read_json,
+    read_manifest,
     save_atomically,
     write_json,
+    write_manifest,
 )
 
 BACKUP = "backup"
@@ -423,3 +429,46 @@ def summarize_runs(run_dir, names) -> pd.DataFrame:
 def config_table(configs: dict[str, TrainConfig]) -> pd.DataFrame:
     """One column of options per named config (the augmentation, a dict, left out)."""
     return pd.DataFrame({name: vars(config) for name, config in configs.items()}).drop(["augmentation"])
+
+
+def saved_options(out) -> dict:
+    """The options a train run folder was started with (its manifest's parameters): what
+    ``--resume`` continues with; named errors when there is no train run to resume."""
+    try:
+        manifest = read_manifest(out)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{out}: no run to resume (no {MANIFEST})") from None
+    except ValueError as error:
+        raise DataError(f"{out}: unreadable {MANIFEST} ({error})") from None
+    if manifest.get("kind") != "train" or "parameters" not in manifest:
+        raise DataError(f"{out}: holds a {manifest.get('kind')!r} run, not a train run; nothing to resume")
+    return manifest["parameters"]
+
+
+def train_run(data, out, config: TrainConfig, *, val_fraction: float = 0.2, drop_test_duplicates: bool = False,
+              resume: bool = False, force: bool = False, skip_bad: bool = False, resize: bool = False,
+              notify=lambda message: None) -> dict:
+    """One training run as the ``train`` command makes it: check a resume, load and prepare
+    ``data``, claim and lock the run folder ``out``, record its manifest, train, draw the
+    learning curves into ``figures/``. Returns :func:`summarize_history` and the model path."""
+    from fer_utils.data import load_dataset  # noqa: PLC0415 (the data and figure stacks load only here)
+    from fer_utils.plots import learning_curves, save_fig  # noqa: PLC0415
+    from fer_utils.prepare import prepare  # noqa: PLC0415
+
+    if resume:
+        check_resume(out, config)
+    dataset = load_dataset(data, skip_bad=skip_bad, resize=resize)
+    run_dir = claim_run_dir(out, dataset.source_hash, force=force, resume=resume, resumable=True)
+    with RunLock(run_dir):
+        prepared = prepare(dataset, val_fraction=val_fraction, seed=config.seed,
+                           drop_test_duplicates=drop_test_duplicates)
+        write_manifest(run_dir, kind="train", parameters={**asdict(config), "val_fraction": val_fraction,
+                                                          "drop_test_duplicates": drop_test_duplicates},
+                       data_source=dataset.source, data_hash=dataset.source_hash, synthetic=dataset.synthetic)
+        if dataset.synthetic:
+            notify("NOTE: training on SYNTHETIC data, not FER2013")
+        train(prepared, config, run_dir, resume=resume)
+        history = read_history(run_dir)
+        save_fig(learning_curves(history, f"Learning curves: {config.model}"), "learning_curves", run_dir,
+                 synthetic=dataset.synthetic)
+    return {**summarize_history(history), "model": str(model_path(run_dir))}

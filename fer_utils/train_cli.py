@@ -7,7 +7,7 @@ import dataclasses
 import json
 import time
 
-from fer_utils import DataError, OptionError
+from fer_utils import OptionError
 from fer_utils.config import SEED_AUGMENTATION, TrainConfig, contradictions, describe_contradictions
 
 FIELDS = dataclasses.fields(TrainConfig)
@@ -64,48 +64,18 @@ def resolve_options(args, saved: dict | None = None) -> tuple[TrainConfig, dict]
 
 
 def run_training(args) -> None:
-    """Check the options, load and prepare the data, claim and lock the run folder, train,
-    plot the learning curves into ``figures/``, print the best validation score."""
-    from fer_utils.data import load_dataset  # noqa: PLC0415
+    """The ``train`` command: resolve the options (a resumed run's saved ones under those
+    given), run :func:`fer_utils.train.train_run`, print where it ended."""
     from fer_utils.models import check_model_options  # noqa: PLC0415
-    from fer_utils.plots import learning_curves, save_fig  # noqa: PLC0415
-    from fer_utils.prepare import prepare  # noqa: PLC0415
-    from fer_utils.runs import RunLock, claim_run_dir, model_path, read_history, read_manifest, write_manifest  # noqa: PLC0415
-    from fer_utils.train import check_resume, summarize_history, train  # noqa: PLC0415
+    from fer_utils.train import saved_options, train_run  # noqa: PLC0415
 
-    saved = None
-    if args.resume:
-        try:
-            manifest = read_manifest(args.out)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{args.out}: no run to resume (no manifest.json)") from None
-        except ValueError as error:
-            raise DataError(f"{args.out}: unreadable manifest.json ({error})") from None
-        if manifest.get("kind") != "train" or "parameters" not in manifest:
-            raise DataError(f"{args.out}: holds a {manifest.get('kind')!r} run, not a train run; nothing to resume")
-        saved = manifest["parameters"]
     try:
-        config, data = resolve_options(args, saved)
+        config, data = resolve_options(args, saved_options(args.out) if args.resume else None)
         check_model_options(config.model, config.model_options)
     except (TypeError, ValueError) as error:
         raise OptionError(f"train: {error}") from None
-    if args.resume:
-        check_resume(args.out, config)
-    dataset = load_dataset(args.data, skip_bad=args.skip_bad, resize=args.resize)
-    run_dir = claim_run_dir(args.out, dataset.source_hash, force=args.force, resume=args.resume,
-                            resumable=True)
-    with RunLock(run_dir):
-        prepared = prepare(dataset, val_fraction=data["val_fraction"], seed=config.seed,
-                           drop_test_duplicates=data["drop_test_duplicates"])
-        write_manifest(run_dir, kind="train", parameters={**dataclasses.asdict(config), **data},
-                       data_source=dataset.source, data_hash=dataset.source_hash, synthetic=dataset.synthetic)
-        if dataset.synthetic:
-            print("NOTE: training on SYNTHETIC data, not FER2013")
-        start = time.perf_counter()
-        train(prepared, config, run_dir, resume=args.resume)
-        history = read_history(run_dir)
-        save_fig(learning_curves(history, f"Learning curves: {config.model}"), "learning_curves", run_dir,
-                 synthetic=dataset.synthetic)
-    summary = summarize_history(history)
+    start = time.perf_counter()
+    summary = train_run(args.data, args.out, config, **data, resume=args.resume, force=args.force,
+                        skip_bad=args.skip_bad, resize=args.resize, notify=print)
     print(f"best validation accuracy {summary['best val_accuracy']:.4f} at epoch {summary['best epoch']} "
-          f"of {summary['epochs']}; {time.perf_counter() - start:.0f} s this session; model: {model_path(run_dir)}")
+          f"of {summary['epochs']}; {time.perf_counter() - start:.0f} s this session; model: {summary['model']}")

@@ -25,6 +25,7 @@ from fer_utils.train import (
     config_table,
     epoch_orders,
     resolve_precision,
+    saved_options,
     summarize_history,
     summarize_runs,
     train,
@@ -272,3 +273,16 @@ def test_summarize_runs_writes_training_json_and_config_table_has_a_column_per_m
         "model": "b", "best val_accuracy": 0.5, "best epoch": 1, "epochs": 2, "minutes": 2.0}
     table = config_table({"a": TrainConfig(epochs=3), "b": TrainConfig(model="seed_cnn")})
     assert list(table.columns) == ["a", "b"] and table.loc["epochs", "a"] == 3 and "augmentation" not in table.index
+
+
+def test_saved_options_name_what_cannot_be_resumed(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no run to resume \(no manifest\.json\)"):
+        saved_options(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"unreadable manifest\.json"):
+        saved_options(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"kind": "pipeline", "parameters": {}}))
+    with pytest.raises(DataError, match="holds a 'pipeline' run, not a train run; nothing to resume"):
+        saved_options(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"kind": "train", "parameters": {"epochs": 3}}))
+    assert saved_options(tmp_path) == {"epochs": 3}
