@@ -16,7 +16,7 @@ from fer_utils.synthetic import default_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The pipeline's profiles (``configs/<profile>.yaml``).
-PROFILES = ("smoke", "demo", "full")
+PROFILES = ("smoke", "demo", "full", "fer2013")
 
 
 class PipelineError(RuntimeError):

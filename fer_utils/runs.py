@@ -25,6 +25,8 @@ METRICS, TRAINING, PREPARED = "metrics.json", "training.json", "data/prepared.np
 FER_PACKAGE, DISCUSSION = "fer_package.json", "discussion.md"
 #: A pipeline run's learning rate x batch sweep: its choice, and one training run per cell.
 SWEEP, SWEEP_DIR = "sweep.json", "sweep"
+#: Files a replaced run folder keeps: written by hand or by another command, not by the run.
+KEPT_ON_REPLACE = (DISCUSSION, FER_PACKAGE)
 
 
 def model_dir(run_dir, name: str | None = None) -> Path:
@@ -35,6 +37,23 @@ def model_dir(run_dir, name: str | None = None) -> Path:
 def model_path(run_dir, name: str | None = None) -> Path:
     """The best model of a training run folder, or of model ``name`` of a pipeline run."""
     return model_dir(run_dir, name) / MODEL
+
+
+def adopt_run(run_dir, name: str, source) -> Path:
+    """Copy a finished training run (model, history, options, state) from ``source`` (relative
+    to ``run_dir`` unless absolute) into model ``name``'s folder of the pipeline run
+    ``run_dir``, whose later notebooks then read it as if the run had trained it."""
+    source = Path(os.path.normpath(Path(run_dir) / source))
+    missing = [f for f in (MODEL, HISTORY, TRAIN_CONFIG) if not (source / f).exists()]
+    if missing:
+        raise FileNotFoundError(f"{source}: no {', '.join(missing)}; not a finished training run "
+                                f"(make long-runs trains the plan's runs, make long-runs-status publishes them)")
+    target = model_dir(run_dir, name)
+    target.mkdir(parents=True, exist_ok=True)
+    for file in (MODEL, HISTORY, TRAIN_CONFIG, TRAIN_STATE):
+        if (source / file).exists():
+            shutil.copy2(source / file, target / file)
+    return target
 
 
 def trained_models(run_dir) -> list[str]:
@@ -172,7 +191,11 @@ def claim_run_dir(run_dir, data_hash: str, *, force: bool = False, resume: bool 
         if not force:
             raise RunExistsError(f"{run_dir}: already holds a run; pass --force to replace it"
                                  + (" or --resume to continue it" if resumable else ""))
+        kept = {name: (run_dir / name).read_bytes() for name in KEPT_ON_REPLACE if (run_dir / name).exists()}
         shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        for name, content in kept.items():
+            (run_dir / name).write_bytes(content)
     elif resume:
         raise FileNotFoundError(f"{run_dir}: no run to resume")
     run_dir.mkdir(parents=True, exist_ok=True)

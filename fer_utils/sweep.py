@@ -3,13 +3,15 @@ the training options each model of a pipeline run gets from it."""
 
 from __future__ import annotations
 
+import glob
+import os
 from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
 from fer_utils.prepare import Prepared
-from fer_utils.runs import SWEEP, SWEEP_DIR, read_history, read_json, write_json
+from fer_utils.runs import HISTORY, SWEEP, SWEEP_DIR, TRAIN_CONFIG, read_history, read_json, write_json
 from fer_utils.train import TrainConfig, train
 
 
@@ -20,21 +22,34 @@ def sweep_config(model: str, train_runs: dict, epochs: int, seed: int = 0) -> Tr
     return TrainConfig(**{**recipe, "model": model, "epochs": epochs, "seed": seed, "verbose": 0})
 
 
-def lr_batch_sweep(prepared: Prepared, base: TrainConfig, learning_rates, batch_sizes, run_dir) -> pd.DataFrame:
-    """Train ``base`` once per (learning rate, batch size) into ``run_dir/sweep/lr<lr>-bs<bs>``.
+def lr_batch_sweep(prepared: Prepared, base: TrainConfig, learning_rates, batch_sizes, run_dir,
+                   trained: str | None = None) -> pd.DataFrame:
+    """Train ``base`` once per (learning rate, batch size) into ``run_dir/sweep/lr<lr>-bs<bs>``;
+    or, given ``trained`` (a glob relative to ``run_dir``, such as ``../long-runs/sweep-*``),
+    read the finished runs it matches instead of training.
 
-    Returns one row per run: learning_rate, batch_size, best val_accuracy, seconds.
+    Returns one row per run: learning_rate, batch_size, best val_accuracy, seconds, epochs.
     """
-    rows = []
-    for lr in learning_rates:
-        for batch_size in batch_sizes:
-            run = Path(run_dir) / SWEEP_DIR / f"lr{lr:g}-bs{batch_size}"
-            train(prepared, replace(base, learning_rate=lr, batch_size=batch_size), run)
-            history = read_history(run)
-            rows.append({"learning_rate": lr, "batch_size": batch_size,
-                         "val_accuracy": float(history["val_accuracy"].max()),
-                         "seconds": float(history["seconds"].iloc[-1])})
-    return pd.DataFrame(rows)
+    if trained:
+        folders = sorted(Path(p) for p in glob.glob(os.path.normpath(Path(run_dir) / trained)))
+        folders = [f for f in folders if (f / TRAIN_CONFIG).exists() and (f / HISTORY).exists()]
+        if not folders:
+            raise FileNotFoundError(f"{os.path.normpath(Path(run_dir) / trained)}: no finished sweep run matches")
+    else:
+        folders = []
+        for lr in learning_rates:
+            for batch_size in batch_sizes:
+                folders.append(Path(run_dir) / SWEEP_DIR / f"lr{lr:g}-bs{batch_size}")
+                train(prepared, replace(base, learning_rate=lr, batch_size=batch_size), folders[-1])
+    return pd.DataFrame([_cell(folder) for folder in folders])
+
+
+def _cell(run: Path) -> dict:
+    """One sweep cell: its learning rate and batch size, best validation accuracy, time, epochs."""
+    config, history = read_json(run / TRAIN_CONFIG), read_history(run)
+    return {"learning_rate": config["learning_rate"], "batch_size": config["batch_size"],
+            "val_accuracy": float(history["val_accuracy"].max()),
+            "seconds": float(history["seconds"].iloc[-1]), "epochs": len(history)}
 
 
 def best_setting(table: pd.DataFrame) -> dict:

@@ -53,6 +53,28 @@ def test_own_run_is_replaced_only_with_force_or_continued_with_resume(tmp_path):
     assert list((tmp_path / "run").iterdir()) == []
 
 
+def test_a_replaced_run_keeps_its_discussion_and_fer_package_scores(tmp_path):
+    make_run(tmp_path / "run", "a" * 64)
+    (tmp_path / "run" / "discussion.md").write_text("by hand")
+    (tmp_path / "run" / "fer_package.json").write_text("{}")
+    claim_run_dir(tmp_path / "run", "a" * 64, force=True)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["discussion.md", "fer_package.json"]
+    assert (tmp_path / "run" / "discussion.md").read_text() == "by hand"
+
+
+def test_adopt_run_copies_a_finished_training_run_and_names_what_is_missing(tmp_path):
+    source = tmp_path / "long-runs" / "a"
+    source.mkdir(parents=True)
+    for name, text in (("model.keras", "m"), ("history.csv", "h"), ("train_config.json", "{}")):
+        (source / name).write_text(text)
+    target = runs.adopt_run(tmp_path / "study", "a", "../long-runs/a")
+    assert target == tmp_path / "study" / "models" / "a"
+    assert sorted(p.name for p in target.iterdir()) == ["history.csv", "model.keras", "train_config.json"]
+    (source / "model.keras").unlink()
+    with pytest.raises(FileNotFoundError, match=r"long-runs/a: no model\.keras; not a finished training run"):
+        runs.adopt_run(tmp_path / "study", "b", source)
+
+
 def test_folder_that_is_not_a_run_is_never_replaced_even_with_force(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     for force in (False, True):

@@ -36,6 +36,11 @@ def test_grid_choice_and_the_configs_it_hands_to_training(synthetic_zip, tmp_pat
         1e-3, 64, 3)
     assert configs["seed_cnn"].batch_size == 32 and configs["seed_cnn"].seed == 7
     assert run_configs(tmp_path, {"vgg_lean": {"batch_size": 16}})["vgg_lean"].batch_size == 16
+    again = lr_batch_sweep(prepared, base, [], [], tmp_path / "study", trained="../sweep/lr*-bs64")
+    pd.testing.assert_frame_equal(again, grid.assign(val_accuracy=again["val_accuracy"]).iloc[::-1].reset_index(
+        drop=True))
+    with pytest.raises(FileNotFoundError, match=r"/nothing-\*: no finished sweep run matches"):
+        lr_batch_sweep(prepared, base, [], [], tmp_path, trained="nothing-*")
 
 
 def test_best_setting_breaks_ties_by_the_faster_run():
