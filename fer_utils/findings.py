@@ -22,8 +22,11 @@ def _interval(result: dict, key: str) -> str:
 
 
 def _points(result: dict) -> str:
+    """`` (+g points [low, high])``: a TTA variant's paired gain, or nothing when not recorded."""
+    if "gain" not in result:
+        return ""
     low, high = result["gain_ci"]
-    return f"{100 * result['gain']:+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}]"
+    return f" ({100 * result['gain']:+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}])"
 
 
 def _eda(run: Path, metrics: dict) -> list[str]:
@@ -80,18 +83,19 @@ def _training(run: Path, metrics: dict) -> list[str]:
     lines = []
     for row in read_json(run / TRAINING, []):
         history = read_history(model_dir(run, row["model"]))
-        train_accuracy = float(history["accuracy"].iloc[row["best epoch"] - 1])
-        lines.append(f"`{row['model']}`: best validation accuracy {_pct(row['best val_accuracy'])} at epoch "
-                     f"{row['best epoch']} of {row['epochs']} ({row['minutes']:.0f} minutes); training accuracy "
-                     f"{_pct(train_accuracy)} at that epoch.")
+        line = (f"`{row['model']}`: best validation accuracy {_pct(row['best val_accuracy'])} at epoch "
+                f"{row['best epoch']} of {row['epochs']} ({row['minutes']:.0f} minutes)")
+        if len(history) >= row["best epoch"]:
+            line += f"; training accuracy {_pct(history['accuracy'].iloc[row['best epoch'] - 1])} at that epoch"
+        lines.append(line + ".")
     return lines
 
 
 def _tta(run: Path, metrics: dict) -> list[str]:
     return [f"`{name}` on {usage}: {_interval(r['plain'], 'accuracy')} plain, "
-            f"{_interval(r['tta_random'], 'accuracy')} with random TTA ({_points(r['tta_random'])}), "
-            f"{_interval(r['tta_deterministic'], 'accuracy')} with deterministic TTA "
-            f"({_points(r['tta_deterministic'])})."
+            f"{_interval(r['tta_random'], 'accuracy')} with random TTA{_points(r['tta_random'])}, "
+            f"{_interval(r['tta_deterministic'], 'accuracy')} with deterministic TTA"
+            f"{_points(r['tta_deterministic'])}."
             for name, by_usage in metrics.get("models", {}).items() for usage, r in by_usage.items()]
 
 

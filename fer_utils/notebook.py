@@ -28,3 +28,11 @@ def describe(dataset: Dataset) -> str:
     kind = "SYNTHETIC data (procedurally drawn faces, not FER2013)" if dataset.synthetic else "FER2013"
     return (f"Data: {Path(dataset.source).name}, {kind}; {len(dataset)} images; "
             f"usages: {', '.join(dataset.present_usages())}; sha256 {dataset.source_hash[:12]}")
+
+
+def findings(run_dir, chapter: str):
+    """The chapter's generated findings (:mod:`fer_utils.findings`), shown as Markdown."""
+    from IPython.display import Markdown  # noqa: PLC0415
+
+    from fer_utils.findings import findings_markdown  # noqa: PLC0415
+    return Markdown(findings_markdown(run_dir, chapter))

@@ -18,10 +18,14 @@ FIGURE_DPI = 150
 def save_fig(fig, name: str, run_dir, *, synthetic: bool) -> None:
     """Write ``fig`` as ``figures/<name>.png`` and ``.pdf`` under ``run_dir``.
 
-    Figures made from synthetic data get "(synthetic data)" in their title.
+    Figures made from synthetic data get "(synthetic data)" in their title (the figure's, or
+    its first panel's when the figure has none).
     """
     if synthetic:
         title = fig.get_suptitle()
+        if not title and fig.axes and fig.axes[0].get_title():
+            title = fig.axes[0].get_title()
+            fig.axes[0].set_title("")
         fig.suptitle(f"{title} (synthetic data)".strip(), fontweight="bold")
     folder = Path(run_dir) / "figures"
     folder.mkdir(parents=True, exist_ok=True)
@@ -42,14 +46,15 @@ def class_counts(counts: pd.DataFrame):
 
 
 def image_grid(images: np.ndarray, titles=None, *, columns: int = 8, title: str = "", size: float = 1.2):
-    """Grayscale images in a grid, each with an optional small title (room made for its lines)."""
+    """Grayscale images in a grid, each with an optional small title (room made for its lines);
+    a ``None`` image leaves its panel empty."""
     rows = max(1, int(np.ceil(len(images) / columns)))
     lines = max((str(t).count("\n") + 1 for t in titles), default=0) if titles is not None else 0
     fig, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * (size + 0.15 * lines) + 0.6),
                              squeeze=False, layout="constrained")
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
-        if k < len(images):
+        if k < len(images) and images[k] is not None:
             ax.imshow(images[k], cmap="gray", vmin=0, vmax=255)
             if titles is not None:
                 ax.set_title(titles[k], fontsize=7)
@@ -80,9 +85,9 @@ def samples_per_class(images, labels, *, per_class: int = 8, seed: int = 0, titl
     for label, name in enumerate(CLASSES):
         index = np.flatnonzero(labels == label)
         chosen = rng.choice(index, size=min(per_class, len(index)), replace=False)
-        picked += [images[i] for i in chosen] + [np.zeros_like(images[0])] * (per_class - len(chosen))
+        picked += [images[i] for i in chosen] + [None] * (per_class - len(chosen))
         names += [name] * per_class
-    return image_grid(np.stack(picked), names, columns=per_class, title=title)
+    return image_grid(picked, names, columns=per_class, title=title)
 
 
 def intensity_histograms(images, labels):
@@ -124,17 +129,37 @@ def class_weight_bars(weights: dict[str, float]):
     return fig
 
 
-def learning_curves(history: pd.DataFrame, title: str = "Learning curves"):
-    """Loss and accuracy per epoch, train vs validation, best validation epoch marked."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+def _binomial_halfwidth(p, n):
+    """Half-width of the normal-approximation 95% interval of a proportion ``p`` of ``n`` trials."""
+    return 1.96 * np.sqrt(np.asarray(p) * (1 - np.asarray(p)) / max(n, 1))
+
+
+def learning_curves(history: pd.DataFrame, config: dict | None = None, title: str = "Learning curves"):
+    """Loss and accuracy per epoch, train against validation: the best validation epoch
+    marked, chance accuracy (1/7) drawn, the x axis spanning the planned epochs, and the
+    losses labelled with what they are (the training loss is the one optimised: class-weighted
+    and smoothed when the run was; the validation loss is plain cross-entropy)."""
+    config = config or {}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     epochs = history["epoch"] + 1
     best = epochs[history["val_accuracy"].idxmax()]
+    planned = max(int(config.get("epochs", len(epochs))), len(epochs))
+    optimised = ", ".join(k for k, on in (("class-weighted", config.get("class_weighted")),
+                                          (f"smoothing {config.get('label_smoothing', 0):g}",
+                                           config.get("label_smoothing"))) if on)
+    labels = {"loss": (f"train ({optimised})" if optimised else "train", "validation (plain cross-entropy)"),
+              "accuracy": ("train (augmented images)", "validation")}
+    marker = "o" if len(epochs) <= 20 else None
     for ax, metric in zip(axes, ("loss", "accuracy")):
-        ax.plot(epochs, history[metric], label="train")
-        ax.plot(epochs, history[f"val_{metric}"], label="validation")
+        ax.plot(epochs, history[metric], marker=marker, label=labels[metric][0])
+        ax.plot(epochs, history[f"val_{metric}"], marker=marker, label=labels[metric][1])
         ax.axvline(best, color="grey", linestyle="--", label=f"best epoch ({best})")
-        ax.set(xlabel="epoch", ylabel=metric, title=f"{metric.capitalize()} per epoch")
-        ax.legend()
+        if len(epochs) < planned:
+            ax.axvspan(len(epochs) + 0.5, planned, color="0.9", label=f"planned, not run ({len(epochs)} of {planned})")
+        ax.set(xlabel="epoch", ylabel=metric, title=f"{metric.capitalize()} per epoch", xlim=(0.5, planned + 0.5))
+    axes[1].axhline(1 / len(CLASSES), color="black", linestyle=":", label="chance (1/7)")
+    for ax in axes:
+        ax.legend(fontsize=7)
     fig.suptitle(title)
     return fig
 
@@ -146,6 +171,25 @@ def heatmap(table: pd.DataFrame, *, title: str, xlabel: str, ylabel: str, fmt: s
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     return fig
 
+
+def sweep_heatmap(grid: pd.DataFrame, val_labels, chosen: dict, title: str):
+    """Validation accuracy of each learning rate x batch size cell with its 95% interval; the
+    colour scale starts at the majority-class baseline (so cells within noise of each other
+    look alike, and a cell at the baseline learned nothing), the chosen cell is outlined."""
+    labels = np.asarray(val_labels)
+    baseline = np.bincount(labels, minlength=len(CLASSES)).max() / len(labels)
+    table = grid.pivot(index="learning_rate", columns="batch_size", values="val_accuracy")
+    notes = table.map(lambda p: f"{100 * p:.1f}%\n±{100 * _binomial_halfwidth(p, len(labels)):.1f}")
+    fig, ax = plt.subplots(figsize=(1.4 * table.shape[1] + 3.5, 0.8 * table.shape[0] + 2))
+    sns.heatmap(100 * table, annot=notes, fmt="", cmap="viridis", vmin=100 * baseline,
+                vmax=max(100 * table.to_numpy().max(), 100 * baseline + 1), ax=ax,
+                cbar_kws={"label": f"validation accuracy (%); scale starts at the majority-class "
+                                   f"baseline {100 * baseline:.1f}%"})
+    row = list(table.index).index(chosen["learning_rate"])
+    column = list(table.columns).index(chosen["batch_size"])
+    ax.add_patch(plt.Rectangle((column, row), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
+    ax.set(title=title, xlabel="batch size (red: the chosen setting)", ylabel="learning rate")
+    return fig
 
 
 def model_costs(costs: pd.DataFrame):
@@ -175,34 +219,55 @@ def per_class_scores(table: pd.DataFrame, title: str = "Precision, recall and F1
     return fig
 
 
-def tta_gain_curve(curves: dict[str, np.ndarray], plain: dict[str, float], title: str):
-    """Accuracy of random TTA against the number of copies, one line per model, plain as dashes."""
+def tta_gain_curve(curves: dict[str, np.ndarray], plain: dict[str, float], images: int, title: str):
+    """Accuracy of random TTA against the number of copies, one line per model with its 95%
+    interval band, plain accuracy dashed."""
     fig, ax = plt.subplots(figsize=(7, 4))
     for k, (name, accuracy) in enumerate(curves.items()):
+        accuracy = 100 * np.asarray(accuracy)
         copies = np.arange(1, len(accuracy) + 1)
-        ax.plot(copies, 100 * np.asarray(accuracy), marker="o", color=f"C{k}", label=f"{name}, TTA")
+        band = 100 * _binomial_halfwidth(accuracy / 100, images)
+        ax.plot(copies, accuracy, marker="o", color=f"C{k}", label=f"{name}, TTA")
+        ax.fill_between(copies, accuracy - band, accuracy + band, color=f"C{k}", alpha=0.15)
         ax.axhline(100 * plain[name], color=f"C{k}", linestyle="--", label=f"{name}, plain")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.set(xlabel="augmented copies averaged (N)", ylabel="accuracy (%)", title=title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, title=f"bands: 95% interval, {images:,} images", title_fontsize=8)
     return fig
 
 
 def per_class_gain(gains: pd.DataFrame, title: str):
-    """Change of recall per class (percentage points) from TTA, one bar group per variant."""
+    """Change of recall per class (points) from each TTA variant, with paired 95% intervals:
+    ``gains`` has one row per class and, per variant, columns ``(variant, "gain" | "low" | "high")``."""
+    variants = list(dict.fromkeys(gains.columns.get_level_values(0)))
     fig, ax = plt.subplots(figsize=(9, 4))
-    (100 * gains).plot.bar(ax=ax, rot=0)
+    width = 0.8 / len(variants)
+    x = np.arange(len(gains))
+    for k, variant in enumerate(variants):
+        part = 100 * gains[variant]
+        ax.bar(x + (k - (len(variants) - 1) / 2) * width, part["gain"], width, label=variant,
+               yerr=[part["gain"] - part["low"], part["high"] - part["gain"]], capsize=3)
     ax.axhline(0, color="grey", linewidth=1)
+    ax.set_xticks(x, gains.index)
     ax.set(xlabel="class", ylabel="recall change (points)", title=title)
+    ax.legend(title="error bars: paired 95% interval", title_fontsize=8, fontsize=8)
     return fig
 
 
-def reliability_diagram(confidence, accuracy, ece: float, title: str):
-    """Accuracy against confidence per bin, the diagonal being perfect calibration."""
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
-    ax.plot(confidence, accuracy, marker="o", label=f"model (ECE {ece:.3f})")
-    ax.set(xlabel="confidence of the predicted class", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=title)
-    ax.legend()
+def reliability_diagram(bins: dict[str, pd.DataFrame], ece: dict[str, float], title: str):
+    """Accuracy against confidence per bin for each variant (plain, TTA...), the diagonal being
+    perfect calibration, and the images per bin underneath."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 6.5), sharex=True, height_ratios=[3, 1])
+    top.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+    width = 0.8 / (len(bins) * 10)
+    for k, (name, table) in enumerate(bins.items()):
+        top.plot(table["confidence"], table["accuracy"], marker="o", color=f"C{k}",
+                 label=f"{name} (ECE {ece[name]:.3f})")
+        bottom.bar(table["confidence"] + (k - (len(bins) - 1) / 2) * width, table["images"], width,
+                   color=f"C{k}", label=name)
+    top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=title)
+    top.legend(fontsize=8)
+    bottom.set(xlabel="confidence of the predicted class", ylabel="images per bin")
     return fig
 
 

@@ -1,15 +1,97 @@
-"""The run's ``metrics.json`` and the report assembled from it: ``report.md`` and ``report.html``."""
+"""The study's report, generated from a run folder: ``report.md`` and ``report.html`` with an
+abstract, methods, results, the seed report side by side, every chapter's findings and
+figures (inline, captioned, each with its reading), limitations and ethics."""
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import markdown
+import numpy as np
 
-from fer_utils.runs import DISCUSSION, FER_PACKAGE, MANIFEST, METRICS, PREPARED, TRAINING, read_json
+from fer_utils import CLASSES
+from fer_utils.findings import CHAPTERS, chapter_findings
+from fer_utils.runs import (
+    DISCUSSION,
+    FER_PACKAGE,
+    MANIFEST,
+    METRICS,
+    PREPARED,
+    TRAIN_CONFIG,
+    TRAINING,
+    model_dir,
+    read_json,
+)
 
 #: The seed report's own numbers, shown beside every run's.
 SEED_REPORT = {"validation accuracy": 0.628, "test accuracy with TTA": 0.6435}
+#: The seed report's confusion matrix on its 7,066 test images with TTA (rows: true class, in
+#: CLASSES order), as printed.
+SEED_CONFUSION = [[507, 65, 53, 30, 180, 111, 14], [11, 90, 4, 1, 3, 2, 0], [161, 26, 346, 45, 162, 203, 75],
+                  [31, 8, 20, 1569, 114, 46, 37], [47, 5, 26, 98, 914, 115, 11], [125, 30, 83, 44, 305, 541, 11],
+                  [38, 7, 84, 38, 42, 8, 580]]
+
+CHAPTER_TITLES = {"01": "Exploratory data analysis", "02": "Preprocessing", "03": "Models",
+                  "03b": "Learning rate x batch size", "04": "Training", "05": "Test-time augmentation",
+                  "06": "Confusion analysis"}
+
+#: Figure name (its start) -> caption, and the reading: a fixed sentence, or the index of the
+#: chapter's finding that reads it (a string naming a model picks that model's finding).
+FIGURES = {
+    "01_class_counts": ("Images per class and FER2013 usage.", 1),
+    "01_samples": ("Random images of each class (the seed report's Figures 1 and 2).",
+                   "Each image is a 48x48 greyscale face; one class holds many poses, ages and intensities."),
+    "01_intensity": ("Pixel intensity distribution of each class.",
+                     "The classes share nearly one intensity distribution: brightness alone does not tell them "
+                     "apart."),
+    "01_mean_faces": ("The mean face of each class.",
+                      "Mean faces differ around the mouth and the brows, where expressions show."),
+    "01_blank_images": ("Images caught by the blank rule.", 2),
+    "01_duplicates": ("Exact duplicate pairs, within Training and across usages, with their labels.", 3),
+    "02_class_weights": ("Loss weight of each class (balanced weights on the train split).", 1),
+    "02_augmentation_preview": ("Original training images and random augmentations of each.",
+                                "Each copy keeps its expression: the augmentation changes pose and framing."),
+    "03_model_costs": ("Parameters and compute per image of each model.", 0),
+    "03b_sweep_heatmap": ("Validation accuracy of each learning rate x batch size cell.", 0),
+    "04_learning_curves": ("Loss and accuracy per epoch, train against validation.", "model"),
+    "05_tta_gain_by_copies": ("Accuracy of random TTA against the number of copies averaged.", 0),
+    "05_tta_gain_per_class": ("Change of recall per class from TTA.",
+                              "Bars above zero are classes TTA helps; the intervals of the table above say "
+                              "which changes exceed the noise."),
+    "06_confusion_counts": ("Confusion matrix in counts (rows: true class).", 1),
+    "06_confusion_normalized": ("Confusion matrix normalised by true class: recall on the diagonal.", 0),
+    "06_per_class_scores": ("Precision, recall and F1 of each class.", 0),
+    "06_mistakes": ("The most confident mistakes, true -> predicted.",
+                    "Read them as possible label noise where the face fits the predicted label better than "
+                    "the given one."),
+    "06_reliability": ("Reliability diagram: accuracy against confidence per bin.", 2),
+    "06_gradcam": ("Grad-CAM maps of the predicted class.",
+                   "Maps that land off the face (hair, background, image borders) mark predictions that rest "
+                   "on something other than the expression."),
+}
+
+LIMITATIONS = [
+    "FER2013's labels are noisy: one label per image from a web search, checked by hand; its authors report "
+    "human accuracy near 65% (Goodfellow et al., 2013, arXiv 1307.0414).",
+    "Training images with exact copies elsewhere in Training can fall on both sides of the train/validation "
+    "split, which flatters validation accuracy a little (counts in the data chapter).",
+    "Each model is one run with one seed: differences between models smaller than the intervals shown are "
+    "not findings.",
+    "The seed report's test set (its 7,066-image test folder) is not this study's: PublicTest only; "
+    "PrivateTest is held out for the final `evaluate` score.",
+]
+
+ETHICS = [
+    "The seed report names the ethics of facial emotion recognition: biases of the training data "
+    "against under-represented groups, privacy, and the need for transparent, responsible use.",
+    "A face's expression is not the person's emotion: the model labels posed or spontaneous facial "
+    "configurations, not inner states.",
+    "FER2013 was scraped from web searches; its people did not consent to this use, and its demographics "
+    "are not documented, so accuracy per group is unknown.",
+    "Do not use these models to make decisions about people (hiring, policing, health, education); see "
+    "the model card's intended use and cautions (`fer_utils/default_model/MODEL_CARD.md`).",
+]
 
 
 def _pct(value) -> str:
@@ -35,89 +117,259 @@ def _gain(result: dict) -> str:
 def markdown_table(header, rows) -> list[str]:
     """A Markdown table, one string per line."""
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows] + [""]
+
+
+class Run:
+    """The files of a run folder that the report reads."""
+
+    def __init__(self, run_dir):
+        self.path = Path(run_dir)
+        self.manifest = read_json(self.path / MANIFEST, {})
+        self.metrics = read_json(self.path / METRICS, {})
+        self.prepared = read_json((self.path / PREPARED).with_suffix(".json"), {})
+        self.training = read_json(self.path / TRAINING, [])
+        self.configs = {t["model"]: read_json(model_dir(self.path, t["model"]) / TRAIN_CONFIG, {})
+                        for t in self.training}
+        data = self.manifest.get("data", {})
+        self.synthetic = data.get("synthetic", self.prepared.get("synthetic", False))
+        self.figures = sorted((self.path / "figures").glob("*.png"))
+
+    def scores(self, usage: str = "PublicTest") -> dict:
+        """``{model: {variant: score}}`` on one test usage."""
+        return {name: by_usage[usage] for name, by_usage in self.metrics.get("models", {}).items()
+                if usage in by_usage}
+
+    def seed_model(self) -> str | None:
+        """The study's run of the seed CNN under the seed's protocol (class-weighted), if any."""
+        candidates = [name for name, c in self.configs.items() if c.get("model") == "seed_cnn"]
+        weighted = [name for name in candidates if self.configs[name].get("class_weighted")]
+        return (weighted or candidates or [None])[0]
+
+
+def _abstract(run: Run) -> list[str]:
+    scores = run.scores()
+    kind = "synthetic faces (not FER2013)" if run.synthetic else "FER2013"
+    text = (f"This study rebuilds the seed report's facial emotion recognition pipeline on {kind}: "
+            f"blank-image filtering, an 80/20 train/validation split of Training, class weights, augmentation, "
+            f"{len(run.training)} trained model(s) and test-time augmentation (TTA).")
+    if scores:
+        best = max(scores, key=lambda name: scores[name]["plain"]["accuracy"])
+        r = scores[best]
+        text += (f" The most accurate model, `{best}`, reaches {_ci(r['plain'], 'accuracy')} on PublicTest "
+                 f"({r['plain']['n']:,} images), {_ci(r['tta_random'], 'accuracy')} with random TTA "
+                 f"(paired gain {_gain(r['tta_random'])} points).")
+    seed = run.seed_model()
+    if seed in scores:
+        text += (f" The seed CNN, rebuilt to its printed parameter counts, reaches "
+                 f"{_ci(scores[seed]['tta_random'], 'accuracy')} with TTA, against the seed report's "
+                 f"{_pct(SEED_REPORT['test accuracy with TTA'])} on its own test set.")
+    return ["## Abstract", "", text + " Intervals are 95% bootstrap intervals over images.", ""]
+
+
+def _augmentation(config: dict) -> str:
+    aug = config.get("augmentation", {})
+    parts = [f"{k} {v:g}" for k, v in aug.items() if not isinstance(v, bool) and v]
+    return ", ".join(parts + (["flip"] if aug.get("flip") else [])) or "none"
+
+
+def _recipe_rows(run: Run) -> list[list]:
+    rows = []
+    for t in run.training:
+        c = run.configs.get(t["model"], {})
+        decay = c.get("weight_decay", -1)
+        optimizer = f"{c.get('optimizer', '?')} lr {c.get('learning_rate', 0):g}" + (
+            f", wd {decay:g}" if decay and decay > 0 else "")
+        schedule = c.get("schedule", "?") + (f" on {c.get('plateau_monitor')}" if c.get("schedule") == "plateau"
+                                             else "")
+        loss = "cross-entropy" + (f", smoothing {c['label_smoothing']:g}" if c.get("label_smoothing") else "")
+        rows.append([t["model"], c.get("model", "?"), optimizer, schedule, f"{t['epochs']} / {c.get('epochs', '?')}",
+                     c.get("batch_size", "?"), loss, "yes" if c.get("class_weighted") else "no",
+                     _augmentation(c), c.get("precision", "?"), t["minutes"]])
+    return rows
+
+
+def _methods(run: Run) -> list[str]:
+    data = run.manifest.get("data", {})
+    lines = ["## Data and methods", "",
+             f"Data: `{Path(data.get('source', '?')).name}` (sha256 `{data.get('sha256', '?')[:16]}`); git commit "
+             f"`{run.manifest.get('git_commit')}`; profile `{run.manifest.get('parameters', {}).get('profile')}`. "
+             f"Images whose pixel standard deviation is below the blank threshold are dropped "
+             f"({run.prepared.get('removed', {}).get('blank', {})}); Training is split 80/20 into train and "
+             f"validation, stratified and seeded; models are chosen on validation only, and scored on "
+             f"PublicTest.", ""]
+    sizes = {**run.prepared.get("split_sizes", {}), **run.prepared.get("test_usage_sizes", {})}
+    if sizes:
+        lines += markdown_table(["split", *sizes], [["images", *(f"{n:,}" for n in sizes.values())]])
+    if run.training:
+        lines += ["Each model's recipe (epochs: run / planned):", ""]
+        lines += markdown_table(["run", "network", "optimizer", "schedule", "epochs", "batch", "loss",
+                                 "class weights", "augmentation", "precision", "minutes"], _recipe_rows(run))
+    return lines
+
+
+def _results(run: Run) -> list[str]:
+    rows = [[model, usage, r["plain"]["n"], _ci(r["plain"], "accuracy"), _ci(r["tta_random"], "accuracy"),
+             _ci(r["tta_deterministic"], "accuracy"), _gain(r["tta_random"]), _ci(r["plain"], "macro_f1"),
+             _ci(r["tta_random"], "macro_f1")]
+            for model, by_usage in run.metrics.get("models", {}).items() for usage, r in by_usage.items()]
+    lines = []
+    if rows:
+        lines += ["## Results", "", "Accuracy and macro-F1 with bootstrap 95% confidence intervals; "
+                  "TTA = test-time augmentation (random: the seed's method; deterministic: fixed views).", ""]
+        lines += markdown_table(["model", "usage", "images", "accuracy", "accuracy, random TTA",
+                                 "accuracy, deterministic TTA", "random TTA gain (paired)", "macro-F1",
+                                 "macro-F1, random TTA"], rows)
+    differences = [row for rows in run.metrics.get("comparisons", {}).values() for row in rows]
+    if differences:
+        lines += ["### Models against each other", "",
+                  "Accuracy of the first model minus the second's on the same images, with a paired bootstrap "
+                  "95% interval: an interval that excludes zero is a real difference.", ""]
+        lines += markdown_table(["model", "minus", "usage", "variant", "difference (points)"],
+                                [[f"`{r['model']}`", f"`{r['minus']}`", r["usage"], r["variant"],
+                                  _with_interval(r["difference"], r["difference_ci"], signed=True)]
+                                 for r in differences])
+    comparison = read_json(run.path / FER_PACKAGE)
+    if comparison:
+        lines += ["### Against the `fer` package's model", "",
+                  "Same images, same metrics; TTA = the deterministic 10 views (`benchmarks/fer_package.py`).", ""]
+        lines += markdown_table(["model", "usage", "images", "accuracy", "accuracy, TTA", "TTA gain (paired)",
+                                 "macro-F1", "parameters", "images/s"],
+                                [[name, r["usage"], r["n"], _ci(r, "accuracy"), _ci(r["tta"], "accuracy"),
+                                  _gain(r["tta"]), _ci(r, "macro_f1"), f"{r['parameters']:,}",
+                                  f"{r['images_per_second']:.0f}"] for name, r in comparison.items()])
+    return lines
+
+
+def seed_recall() -> dict[str, float]:
+    """Per-class recall of the seed report's printed confusion matrix."""
+    confusion = np.asarray(SEED_CONFUSION)
+    return {c: float(confusion[k, k] / confusion[k].sum()) for k, c in enumerate(CLASSES)}
+
+
+def _seed_side_by_side(run: Run) -> list[str]:
+    seed = run.seed_model()
+    config, summary = run.configs.get(seed, {}), next((t for t in run.training if t["model"] == seed), {})
+    test = run.prepared.get("test_usage_sizes", {}).get("PublicTest")
+    tta_n = run.manifest.get("parameters", {}).get("tta_n", 10)
+    lines = ["## The seed report, side by side", "",
+             f"The seed CNN of this study is `{seed}`." if seed else "This run trained no seed CNN.", ""]
+    lines += markdown_table(["", "seed report", "this study"], [
+        ["test set", "its test folder: 7,066 images after blank removal", f"PublicTest: {test or '-'} images"],
+        ["train / validation", "23,040 / 5,766 (80/20 by the generator)",
+         " / ".join(f"{n:,}" if isinstance(n, int) else "-"
+                    for n in (run.prepared.get("split_sizes", {}).get(s) for s in ("train", "val")))],
+        ["epochs", "not stated", f"{summary.get('epochs', '-')} (best {summary.get('best epoch', '-')})"],
+        ["batch", "32", config.get("batch_size", "-")],
+        ["class weights", "balanced", "balanced" if config.get("class_weighted") else "none"],
+        ["TTA copies", "10 in its text; 15 prediction passes in its log", f"{tta_n} random copies"]])
+    scores = run.scores().get(seed)
+    rows = [["validation accuracy", _pct(SEED_REPORT["validation accuracy"]),
+             _pct(summary["best val_accuracy"]) if summary else "-"],
+            ["test accuracy with TTA", _pct(SEED_REPORT["test accuracy with TTA"]),
+             _ci(scores["tta_random"], "accuracy") if scores else "-"],
+            ["TTA gain", "about +2 points", f"{_gain(scores['tta_random'])} points" if scores else "-"]]
+    lines += markdown_table(["result", "seed report", "this study (95% interval)"], rows)
+    lines += _verdicts(run, seed, summary, scores)
+    if scores:
+        recall_ci = scores["tta_random"].get("recall_ci", {})
+        lines += ["Recall per class with TTA: the seed's from its printed confusion matrix, this study's with "
+                  "its Wilson 95% interval.", ""]
+        lines += markdown_table(["class", "seed report", "this study"], [
+            [c, _pct(s), _pct(scores["tta_random"]["per_class"][c]["recall"])
+             + (f" [{100 * recall_ci[c][0]:.1f}, {100 * recall_ci[c][1]:.1f}]" if recall_ci.get(c) else "")]
+            for c, s in seed_recall().items()])
+    return lines
+
+
+def _verdicts(run: Run, seed: str | None, summary: dict, scores: dict | None) -> list[str]:
+    """What replicated and what did not, each said from the numbers above."""
+    lines = []
+    if summary:
+        gap = 100 * (summary["best val_accuracy"] - SEED_REPORT["validation accuracy"])
+        lines.append(f"- Validation accuracy: {gap:+.1f} points from the seed's 62.8%; "
+                     + ("within 2 points: replicated." if abs(gap) <= 2 else "not within 2 points."))
+    if scores:
+        low, high = scores["tta_random"]["gain_ci"]
+        lines.append(f"- TTA gain: {_gain(scores['tta_random'])} points against the seed's about +2: "
+                     + ("replicated (the interval excludes zero)." if low > 0 else "not replicated here."))
+    weights = {run.configs[name].get("class_weighted"): name for name in run.configs
+               if run.configs[name].get("model") == "seed_cnn"}
+    row = next((r for rows in run.metrics.get("comparisons", {}).values() for r in rows
+                if {r["model"], r["minus"]} == {weights.get(True), weights.get(False)} and r["variant"] == "plain"
+                and r["usage"] == "PublicTest"), None)
+    if row:
+        sign = 1 if row["model"] == weights[True] else -1
+        difference, (low, high) = sign * row["difference"], sorted(sign * v for v in row["difference_ci"])
+        verdict = ("weighting helped" if low > 0 else "weighting cost accuracy" if high < 0
+                   else "no difference beyond noise")
+        lines.append(f"- Class weights (the seed's central claim): `{weights[True]}` minus `{weights[False]}` = "
+                     f"{_with_interval(difference, [low, high], signed=True)} points of PublicTest accuracy: "
+                     f"{verdict}. Macro-F1 and per-class recall of both are in the chapters below.")
+    return lines + ([""] if lines else [])
+
+
+def _reading(stem: str, spec, findings: list[str]) -> str:
+    """The one-line reading of a figure: fixed text, or the chapter finding it points to."""
+    if isinstance(spec, str) and spec != "model":
+        return spec
+    if spec == "model":
+        model = stem.removeprefix("04_learning_curves_")
+        return next((f for f in findings if f.startswith(f"`{model}`")), "")
+    return findings[spec] if spec < len(findings) else ""
+
+
+def _chapters(run: Run) -> list[str]:
+    lines, number = ["## Chapters", ""], 0
+    for chapter in CHAPTERS:
+        findings = chapter_findings(run.path, chapter)
+        order = list(FIGURES)
+        figures = sorted((f for f in run.figures if f.stem.split("_")[0] == chapter),
+                         key=lambda f: next((k for k, key in enumerate(order) if f.stem.startswith(key)), len(order)))
+        if not findings and not figures:
+            continue
+        lines += [f"### {chapter} · {CHAPTER_TITLES[chapter]}", ""]
+        lines += [f"- {f}" for f in findings] + ([""] if findings else [])
+        for figure in figures:
+            key = next((k for k in FIGURES if figure.stem.startswith(k)), None)
+            caption, spec = FIGURES.get(key, (figure.stem.replace("_", " "), ""))
+            number += 1
+            reading = _reading(figure.stem, spec, findings)
+            lines += [f"![{caption}](figures/{figure.name})", "",
+                      f"*Figure {number}: {caption}* {reading} ([PDF](figures/{figure.stem}.pdf))", ""]
+    return lines
 
 
 def build_markdown(run_dir) -> str:
     """The report's Markdown, from the run folder's JSON files and figures."""
-    run = Path(run_dir)
-    manifest = read_json(run / MANIFEST, {})
-    metrics = read_json(run / METRICS, {})
-    prepared = read_json((run / PREPARED).with_suffix(".json"), {})
-    synthetic = manifest.get("data", {}).get("synthetic", prepared.get("synthetic", False))
-    title = "FER report" + (" (synthetic data, not FER2013)" if synthetic else ": FER2013")
+    run = Run(run_dir)
+    title = "FER report" + (" (synthetic data, not FER2013)" if run.synthetic else ": FER2013")
     lines = [f"# {title}", ""]
-    if synthetic:
+    if run.synthetic:
         lines += ["> **Synthetic data.** These results come from procedurally drawn faces and say "
                   "nothing about real facial expressions.", ""]
-    data = manifest.get("data", {})
-    lines += ["## Data", "",
-              f"- source: `{Path(data.get('source', '?')).name}` (sha256 `{data.get('sha256', '?')[:16]}`)",
-              f"- split sizes after filtering: {prepared.get('split_sizes', {})}",
-              f"- blank images removed: {prepared.get('removed', {}).get('blank', {})}",
-              f"- git commit: `{manifest.get('git_commit')}`; "
-              f"profile: `{manifest.get('parameters', {}).get('profile')}`", ""]
-    lines += ["## Models and training", ""]
-    training = read_json(run / TRAINING, [])
-    if training:
-        lines += markdown_table(["model", "best val accuracy", "best epoch", "epochs", "minutes"],
-                        [[t["model"], _pct(t["best val_accuracy"]), t["best epoch"], t["epochs"], t["minutes"]]
-                         for t in training]) + [""]
-    rows = []
-    for model, splits in metrics.get("models", {}).items():
-        for split, results in splits.items():
-            rows.append([model, split, results["plain"]["n"], _ci(results["plain"], "accuracy"),
-                         _ci(results["tta_random"], "accuracy"), _ci(results["tta_deterministic"], "accuracy"),
-                         _gain(results["tta_random"]), _ci(results["plain"], "macro_f1"),
-                         _ci(results["tta_random"], "macro_f1")])
-    if rows:
-        lines += ["## Results", "", "Accuracy and macro-F1 with bootstrap 95% confidence intervals; "
-                  "TTA = test-time augmentation (random: the seed's method; deterministic: fixed views).", ""]
-        lines += markdown_table(["model", "split", "images", "accuracy", "accuracy, random TTA",
-                                 "accuracy, deterministic TTA",
-                         "random TTA gain (paired)", "macro-F1", "macro-F1, random TTA"], rows) + [""]
-    lines += ["### The seed report, for comparison", ""]
-    lines += markdown_table(["seed report", "value"], [[k, _pct(v)] for k, v in SEED_REPORT.items()]) + [""]
-    comparison = read_json(run / FER_PACKAGE)
-    if comparison:
-        lines += ["### Against the `fer` package's model", "",
-                  "Same images, same metrics; TTA = the deterministic 10 views (`benchmarks/fer_package.py`).", ""]
-        lines += markdown_table(["model", "split", "images", "accuracy", "accuracy, TTA", "TTA gain (paired)",
-                                 "macro-F1",
-                         "parameters", "images/s"],
-                        [[name, r["usage"], r["n"], _ci(r, "accuracy"), _ci(r["tta"], "accuracy"), _gain(r["tta"]),
-                          _ci(r, "macro_f1"), f"{r['parameters']:,}", f"{r['images_per_second']:.0f}"]
-                         for name, r in comparison.items()])
-        lines += [""]
-    analysis = metrics.get("analysis")
-    if analysis:
-        lines += [f"## Errors of `{analysis['model']}` on {analysis['split']}", "",
-                  f"Expected calibration error: {analysis['ece']:.3f}.", ""]
-        lines += markdown_table(["true", "predicted", "images", "share of true class"],
-                        [[p["true"], p["predicted"], p["images"], _pct(p["share of true class"])]
-                         for p in analysis["most_confused"]]) + [""]
-        lines += markdown_table(["class", "precision", "recall", "F1", "support"],
-                        [[c, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", v["support"]]
-                         for c, v in analysis["per_class"].items()]) + [""]
-    if (run / DISCUSSION).exists():
-        lines += ["## Discussion", "", (run / DISCUSSION).read_text().strip(), ""]
-    figures = sorted((run / "figures").glob("*.png"))
-    if figures:
-        lines += ["## Figures", ""] + [f"- [{f.stem}](figures/{f.name}) ([PDF](figures/{f.stem}.pdf))"
-                                       for f in figures] + [""]
+    lines += _abstract(run) + _methods(run) + _results(run) + _seed_side_by_side(run) + _chapters(run)
+    if (run.path / DISCUSSION).exists():
+        lines += ["## Discussion", "", (run.path / DISCUSSION).read_text().strip(), ""]
+    lines += ["## Limitations", ""] + [f"- {item}" for item in LIMITATIONS] + [""]
+    lines += ["## Ethics", ""] + [f"- {item}" for item in ETHICS] + [""]
     return "\n".join(lines)
 
 
+STYLE = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.4}"
+         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.2em .5em}"
+         "img{max-width:100%;display:block;margin:1em auto}")
+
+
 def write_report(run_dir) -> tuple[Path, Path]:
-    """Write ``report.md`` and ``report.html`` (figures linked, not embedded) into the run folder."""
+    """Write ``report.md`` and ``report.html`` into the run folder; both refer to their figures
+    by paths relative to it, so the folder renders the same wherever it is copied."""
     run = Path(run_dir)
     text = build_markdown(run)
     md_path, html_path = run / "report.md", run / "report.html"
     md_path.write_text(text + "\n")
     body = markdown.markdown(text, extensions=["tables"])
-    title = text.splitlines()[0].lstrip("# ")
+    title = html.escape(text.splitlines()[0].lstrip("# "))
     html_path.write_text(f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title>"
-                         "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
-                         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em}</style>"
-                         f"</head><body>\n{body}\n</body></html>\n")
+                         f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")
     return md_path, html_path

@@ -56,6 +56,11 @@ def adopt_run(run_dir, name: str, source) -> Path:
     return target
 
 
+def read_train_config(folder) -> dict:
+    """The options a training run folder was trained with (``{}`` when not recorded)."""
+    return read_json(Path(folder) / TRAIN_CONFIG, {})
+
+
 def trained_models(run_dir) -> list[str]:
     """The models a pipeline run trained (``training.json``), best validation accuracy first."""
     training = read_json(Path(run_dir) / TRAINING)

@@ -1,5 +1,5 @@
 """Scoring: accuracy and per-class metrics (scikit-learn), bootstrap confidence intervals
-(``scipy.stats.bootstrap``), calibration (``sklearn.calibration``), TTA studies, and
+(``scipy.stats.bootstrap``), calibration (reliability bins, ECE), TTA studies, and
 saved models (alone or as an ensemble) scored on a FER2013 usage: the ``evaluate`` command."""
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.stats import binomtest, bootstrap
-from sklearn.calibration import calibration_curve
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from fer_utils import CLASSES
@@ -64,21 +63,21 @@ def _top_class(labels, proba):
     return proba.max(axis=1), (proba.argmax(axis=1) == labels)
 
 
+def reliability(labels, proba, n_bins: int = 10) -> pd.DataFrame:
+    """Mean confidence of the predicted class, accuracy and images of each non-empty bin of
+    ``n_bins`` equal-width confidence bins: the reliability diagram's points."""
+    confidence, correct = _top_class(np.asarray(labels), np.asarray(proba))
+    bins = np.clip(np.digitize(confidence, np.linspace(0, 1, n_bins + 1)[1:-1]), 0, n_bins - 1)
+    frame = pd.DataFrame({"bin": bins, "confidence": confidence, "correct": correct})
+    return (frame.groupby("bin").agg(confidence=("confidence", "mean"), accuracy=("correct", "mean"),
+                                     images=("correct", "size")).reset_index(drop=True))
+
+
 def expected_calibration_error(labels, proba, n_bins: int = 10) -> float:
-    """Weighted mean gap between confidence and accuracy over equal-width confidence bins."""
-    confidence, correct = _top_class(labels, proba)
-    edges = np.linspace(0, 1, n_bins + 1)
-    bins = np.clip(np.digitize(confidence, edges[1:-1]), 0, n_bins - 1)
-    gaps = [abs(correct[bins == b].mean() - confidence[bins == b].mean()) * (bins == b).mean()
-            for b in range(n_bins) if (bins == b).any()]
-    return float(sum(gaps))
-
-
-def reliability(labels, proba, n_bins: int = 10):
-    """``(mean confidence, accuracy)`` per confidence bin of the top class (sklearn)."""
-    confidence, correct = _top_class(labels, proba)
-    accuracy, mean_confidence = calibration_curve(correct.astype(int), confidence, n_bins=n_bins)
-    return mean_confidence, accuracy
+    """Mean gap between confidence and accuracy over the bins of :func:`reliability`,
+    weighted by their images."""
+    table = reliability(labels, proba, n_bins)
+    return float(((table["accuracy"] - table["confidence"]).abs() * table["images"]).sum() / table["images"].sum())
 
 
 def score(labels, proba, *, usage: str = "", n_resamples: int = 1000, seed: int = 0) -> dict:
@@ -131,28 +130,39 @@ def most_confused(result: dict, top: int = 5) -> pd.DataFrame:
     return frame.sort_values("images", ascending=False, kind="stable").head(top).reset_index(drop=True)
 
 
+def recall_gains(labels, base_proba, new_proba, *, seed: int = 0) -> dict:
+    """Per class: the recall of ``new_proba`` minus that of ``base_proba`` on the same images
+    of the class, with its paired 95% interval (:func:`accuracy_gain`); None without images."""
+    labels = np.asarray(labels)
+    return {c: accuracy_gain(labels[labels == k], np.asarray(base_proba)[labels == k],
+                             np.asarray(new_proba)[labels == k], seed=seed) if (labels == k).sum() > 1 else None
+            for k, c in enumerate(CLASSES)}
+
+
 def tta_score(labels, plain_proba, tta_proba, *, seed: int = 0, **score_options) -> dict:
     """:func:`score` of TTA predictions, with their paired ``gain`` in
     accuracy over the plain predictions of the same images and its ``gain_ci``."""
     return {**score(labels, tta_proba, seed=seed, **score_options),
-            **accuracy_gain(labels, plain_proba, tta_proba, seed=seed)}
+            **accuracy_gain(labels, plain_proba, tta_proba, seed=seed),
+            "recall_gain": recall_gains(labels, plain_proba, tta_proba, seed=seed)}
 
 
 def tta_study(model, images: np.ndarray, labels: np.ndarray, *, n: int = 10, max_copies: int = 20,
-              seed: int = 0) -> dict:
+              seed: int = 0, usage: str = "") -> dict:
     """Plain prediction beside random TTA (``n`` copies) and deterministic TTA (all views).
 
-    Returns the :func:`score` of each (``plain``, ``tta_random``,
-    ``tta_deterministic``; the TTA ones add their paired ``gain`` over plain and its
-    ``gain_ci``) and ``accuracy_by_copies`` for 1 to ``max_copies`` random copies.
+    Returns the :func:`score` of each (``plain``, ``tta_random``, ``tta_deterministic``; the
+    TTA ones add their paired ``gain`` over plain, its ``gain_ci`` and ``recall_gain`` per
+    class), ``accuracy_by_copies`` for 1 to ``max_copies`` random copies, and the ``labels``
+    and each variant's probabilities (``proba``) for paired comparisons.
     """
     copies = tta_copies(model, images, max(n, max_copies), mode="random", seed=seed)
-    plain = predict_proba(model, images)
-    variants = {"tta_random": copies[:n].mean(axis=0),
-                "tta_deterministic": tta_predict(model, images, len(DETERMINISTIC_VIEWS), mode="deterministic")}
-    return {"plain": score(labels, plain, seed=seed),
-            **{name: tta_score(labels, plain, proba, seed=seed) for name, proba in variants.items()},
-            "accuracy_by_copies": accuracy_by_copies(copies[:max_copies], labels).round(5).tolist()}
+    proba = {"plain": predict_proba(model, images), "tta_random": copies[:n].mean(axis=0),
+             "tta_deterministic": tta_predict(model, images, len(DETERMINISTIC_VIEWS), mode="deterministic")}
+    return {"plain": score(labels, proba["plain"], seed=seed, usage=usage),
+            **{name: tta_score(labels, proba["plain"], proba[name], seed=seed, usage=usage) for name in VARIANTS[1:]},
+            "accuracy_by_copies": accuracy_by_copies(copies[:max_copies], labels).round(5).tolist(),
+            "labels": np.asarray(labels), "proba": proba}
 
 
 def study_scores(studies: dict) -> dict:
@@ -222,17 +232,32 @@ def _gain_over_best(labels, member_probas, member_scores, ensemble_proba, seed) 
 def tta_studies(models: dict, prepared, usages, **study_options) -> dict:
     """``{model: {usage: tta_study}}``: :func:`tta_study` of each named model on each test
     usage of ``prepared``."""
-    return {name: {usage: tta_study(model, *prepared.arrays("test", usage), **study_options) for usage in usages}
-            for name, model in models.items()}
+    return {name: {usage: tta_study(model, *prepared.arrays("test", usage), usage=usage, **study_options)
+                   for usage in usages} for name, model in models.items()}
+
+
+def paired_differences(studies: dict, usage: str) -> list[dict]:
+    """Accuracy of each model of ``{model: {usage: tta_study}}`` minus each later one's, on the
+    same images of ``usage``, plain and with random TTA, with paired 95% intervals."""
+    names = [name for name in studies if usage in studies[name]]
+    rows = []
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            a, b = studies[first][usage], studies[second][usage]
+            for variant in VARIANTS[:2]:
+                gain = accuracy_gain(a["labels"], b["proba"][variant], a["proba"][variant])
+                rows.append({"model": first, "minus": second, "usage": usage, "variant": variant,
+                             "difference": gain["gain"], "difference_ci": gain["gain_ci"]})
+    return rows
 
 
 def per_class_gain(study: dict) -> pd.DataFrame:
-    """Change of recall per class (rows) from random and deterministic TTA (columns), from
-    one :func:`tta_study`."""
-    def recall(variant):
-        return pd.Series({c: r["recall"] for c, r in study[variant]["per_class"].items()})
-    return pd.DataFrame({"random TTA": recall("tta_random") - recall("plain"),
-                         "deterministic TTA": recall("tta_deterministic") - recall("plain")})
+    """Change of recall per class (rows) from random and deterministic TTA, from one
+    :func:`tta_study`: columns ``(variant, "gain" | "low" | "high")``, the paired 95% interval."""
+    names = {"tta_random": "random TTA", "tta_deterministic": "deterministic TTA"}
+    return pd.DataFrame({(label, part): {c: (g["gain"], *g["gain_ci"])[k] if g else np.nan
+                                         for c, g in study[variant]["recall_gain"].items()}
+                         for variant, label in names.items() for k, part in enumerate(("gain", "low", "high"))})
 
 
 def confident_mistakes(labels, proba, n: int) -> np.ndarray:

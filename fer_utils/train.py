@@ -469,6 +469,6 @@ def train_run(data, out, config: TrainConfig, *, val_fraction: float = 0.2, drop
             notify("NOTE: training on SYNTHETIC data, not FER2013")
         train(prepared, config, run_dir, resume=resume)
         history = read_history(run_dir)
-        save_fig(learning_curves(history, f"Learning curves: {config.model}"), "learning_curves", run_dir,
-                 synthetic=dataset.synthetic)
+        figure = learning_curves(history, asdict(config), f"Learning curves: {config.model}")
+        save_fig(figure, "learning_curves", run_dir, synthetic=dataset.synthetic)
     return {**summarize_history(history), "model": str(model_path(run_dir))}

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,8 @@ import pytest
 from fer_utils.cli import main
 from fer_utils.pipeline import PipelineError, notebook_paths, run_pipeline
 from fer_utils.runs import RunExistsError
+
+from .test_report import SECTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,9 +74,21 @@ def test_smoke_run_ends_with_metrics_and_report(smoke_run):
     assert set(metrics["models"]["vgg_gap"]) == {"PublicTest", "PrivateTest"}
     assert set(metrics["models"]["vgg_gap"]["PublicTest"]) == {"plain", "tta_random", "tta_deterministic"}
     assert metrics["analysis"]["split"] == "PublicTest" and len(metrics["analysis"]["most_confused"]) == 5
+    assert set(metrics) == {"data", "model_costs", "models", "comparisons", "analysis"}
     report = (smoke_run / "report.md").read_text()
     assert report.startswith("# FER report (synthetic data, not FER2013)") and "64.35%" in report
-    assert "figures/06_confusion_counts.png" in (smoke_run / "report.html").read_text()
+    assert [line for line in report.splitlines() if line in SECTIONS] == SECTIONS
+    html = (smoke_run / "report.html").read_text()
+    images = re.findall(r'<img alt="[^"]+" src="([^"]+)"', html)
+    assert len(images) == len(list((smoke_run / "figures").glob("*.png")))
+    assert all((smoke_run / src).is_file() for src in images + re.findall(r'href="([^"]+)"', html))
+
+
+def test_every_notebook_ends_with_its_generated_findings(smoke_run):
+    for path in sorted((smoke_run / "notebooks").glob("*.ipynb")):
+        last = nbformat.read(path, as_version=4).cells[-1]
+        (output,) = last.outputs
+        assert output["data"]["text/markdown"].startswith("**Findings** (generated from this run's files)\n\n- ")
 
 
 def test_a_run_is_not_replaced_by_another_data_source(smoke_run, synthetic_zip):

@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -47,3 +48,67 @@ def test_gradcam_grid_fills_its_rows_and_has_a_colour_bar():
     assert len(panels) == 14 and len([ax for ax in fig.axes if ax.get_title() == ""]) == 1  # the colour bar
     assert fig.axes[-1].get_ylabel().startswith("Grad-CAM: evidence")
     assert len({ax.get_position().x0 for ax in panels}) == 7
+
+
+def test_save_fig_marks_synthetic_figures_in_their_title(tmp_path):
+    fig, ax = plt.subplots()
+    ax.set_title("Accuracy")
+    plots.save_fig(fig, "a", tmp_path, synthetic=True)
+    assert fig.get_suptitle() == "Accuracy (synthetic data)" and ax.get_title() == ""
+    assert (tmp_path / "figures" / "a.png").stat().st_size > 0 and (tmp_path / "figures" / "a.pdf").exists()
+
+
+def test_learning_curves_say_which_loss_is_which_and_show_chance_and_planned_epochs():
+    history = pd.DataFrame({"epoch": [0, 1, 2], "loss": [2.0, 1.5, 1.2], "val_loss": [1.9, 1.6, 1.5],
+                            "accuracy": [0.2, 0.4, 0.5], "val_accuracy": [0.3, 0.45, 0.44]})
+    fig = plots.learning_curves(history, {"epochs": 10, "class_weighted": True, "label_smoothing": 0.1})
+    loss, accuracy = fig.axes
+    labels = [t.get_text() for t in loss.get_legend().get_texts()]
+    assert labels[:2] == ["train (class-weighted, smoothing 0.1)", "validation (plain cross-entropy)"]
+    assert "best epoch (2)" in labels and "planned, not run (3 of 10)" in labels
+    assert "chance (1/7)" in [t.get_text() for t in accuracy.get_legend().get_texts()]
+    assert accuracy.get_xlim() == (0.5, 10.5)
+    plain = [t.get_text() for t in plots.learning_curves(history).axes[0].get_legend().get_texts()]
+    assert plain[0] == "train" and not any("planned" in label for label in plain)
+
+
+def test_sweep_heatmap_starts_its_scale_at_the_majority_baseline_and_outlines_the_choice():
+    grid = pd.DataFrame({"learning_rate": [0.01, 0.01, 0.001, 0.001], "batch_size": [32, 64, 32, 64],
+                         "val_accuracy": [0.5, 0.55, 0.6, 0.52]})
+    labels = np.array([3] * 30 + [0] * 10 + [1] * 60)  # majority: 60 of 100
+    fig = plots.sweep_heatmap(grid, labels, {"learning_rate": 0.001, "batch_size": 32}, title="Sweep")
+    ax, colour_bar = fig.axes
+    assert colour_bar.get_ylabel().endswith("majority-class baseline 60.0%")
+    assert ax.collections[0].get_clim() == (60.0, 60.0 + 1)
+    assert [t.get_text() for t in ax.texts][0] == "60.0%\n±9.6"  # rows: learning rate ascending
+    (outline,) = ax.patches
+    assert outline.get_xy() == (0, 0) and outline.get_edgecolor()[:3] == (1.0, 0.0, 0.0)
+
+
+def test_tta_curve_has_integer_ticks_and_a_band_and_per_class_gain_has_error_bars():
+    fig = plots.tta_gain_curve({"m": [0.5, 0.52, 0.53]}, {"m": 0.5}, 400, title="TTA")
+    ax = fig.axes[0]
+    assert all(float(t).is_integer() for t in ax.get_xticks()) and len(ax.collections) == 1
+    gains = pd.DataFrame({("random TTA", "gain"): [0.02, -0.01], ("random TTA", "low"): [0.0, -0.03],
+                          ("random TTA", "high"): [0.04, 0.01]}, index=["angry", "fear"])
+    ax = plots.per_class_gain(gains, title="Gain").axes[0]
+    assert [round(b.get_height(), 6) for b in ax.patches] == [2.0, -1.0]
+    assert [type(c).__name__ for c in ax.containers] == ["ErrorbarContainer", "BarContainer"]
+
+
+def test_reliability_diagram_draws_each_variant_and_its_images_per_bin():
+    table = pd.DataFrame({"confidence": [0.3, 0.8], "accuracy": [0.25, 0.7], "images": [40, 60]})
+    fig = plots.reliability_diagram({"plain": table, "random TTA": table}, {"plain": 0.05, "random TTA": 0.04},
+                                    title="Calibration")
+    top, bottom = fig.axes
+    assert [t.get_text() for t in top.get_legend().get_texts()][1:] == ["plain (ECE 0.050)", "random TTA (ECE 0.040)"]
+    assert sorted(round(b.get_height()) for b in bottom.patches) == [40, 40, 60, 60]
+    assert bottom.get_ylabel() == "images per bin"
+
+
+def test_samples_per_class_leaves_panels_empty_rather_than_drawing_black_faces():
+    labels = np.array([0] * 5 + [1] * 2 + [2] * 5 + [3] * 5 + [4] * 5 + [5] * 5 + [6] * 5)
+    images = np.full((len(labels), 48, 48), 128, np.uint8)
+    fig = plots.samples_per_class(images, labels, per_class=3, title="Samples")
+    drawn = [ax for ax in fig.axes if ax.images]
+    assert len(fig.axes) == 21 and len(drawn) == 20 and [ax.get_title() for ax in drawn][3:5] == ["disgust"] * 2

@@ -1,7 +1,13 @@
 import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
 
-from fer_utils.report import build_markdown, write_report
-from fer_utils.runs import update_metrics
+from fer_utils.report import build_markdown, seed_recall, write_report
+from fer_utils.runs import update_metrics, write_json
+
+SECTIONS = ["## Abstract", "## Data and methods", "## Results", "## The seed report, side by side", "## Chapters",
+            "## Limitations", "## Ethics"]
 
 
 def fake_score(accuracy):
@@ -11,7 +17,9 @@ def fake_score(accuracy):
 
 def make_run(run, synthetic):
     (run / "figures").mkdir(parents=True)
-    (run / "figures" / "04_learning_curves_vgg_gap.png").write_bytes(b"png")
+    for name in ("04_learning_curves_vgg_gap", "01_class_counts"):
+        for suffix in ("png", "pdf"):
+            (run / "figures" / f"{name}.{suffix}").write_bytes(b"figure")
     (run / "manifest.json").write_text(json.dumps({"data": {"source": "/x/fer2013.zip", "sha256": "ab" * 32,
                                                             "synthetic": synthetic}}))
     (run / "training.json").write_text(json.dumps([{"model": "vgg_gap", "best val_accuracy": 0.61,
@@ -28,17 +36,59 @@ def test_update_metrics_keeps_other_keys(tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text()) == {"a": 1, "b": {"c": 2}}
 
 
-def test_report_tables_seed_numbers_and_linked_figures(tmp_path):
+def test_report_has_every_section_tables_and_captioned_inline_figures(tmp_path):
     make_run(tmp_path, synthetic=False)
     text = build_markdown(tmp_path)
     assert text.startswith("# FER report: FER2013")
+    assert [line for line in text.splitlines() if line in SECTIONS] == SECTIONS
     assert ("| vgg_gap | PublicTest | 100 | 60.00% [55.0, 65.0] | 62.00% [57.0, 67.0] | 61.50% [56.5, 66.5] "
             "| +2.00 [+0.5, +3.5] |") in text
-    assert "| validation accuracy | 62.80% |" in text and "| test accuracy with TTA | 64.35% |" in text
-    assert "[04_learning_curves_vgg_gap](figures/04_learning_curves_vgg_gap.png)" in text
-    md_path, html_path = write_report(tmp_path)
-    html = html_path.read_text()
-    assert "<table>" in html and 'href="figures/04_learning_curves_vgg_gap.png"' in html and "<img" not in html
+    assert "`vgg_gap`, reaches 60.00% [55.0, 65.0] on PublicTest (100 images), 62.00% [57.0, 67.0]" in text
+    assert ("![Loss and accuracy per epoch, train against validation.](figures/04_learning_curves_vgg_gap.png)\n\n"
+            "*Figure 2: Loss and accuracy per epoch, train against validation.*") in text
+    assert text.index("### 01 · Exploratory") < text.index("### 04 · Training") < text.index("## Limitations")
+
+
+def test_every_image_and_link_of_the_html_resolves_inside_the_run_folder(tmp_path):
+    make_run(tmp_path, synthetic=False)
+    _, html_path = write_report(tmp_path)
+    references = []
+
+    class Collect(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            references.extend(v for k, v in attrs if (tag, k) in (("img", "src"), ("a", "href")))
+
+    Collect().feed(html_path.read_text())
+    images = [r for r in references if r.endswith(".png")]
+    assert len(images) >= 2 and all(not Path(r).is_absolute() and (tmp_path / r).exists() for r in references)
+    assert re.search(r'<img alt="Images per class and FER2013 usage." src="figures/01_class_counts.png"',
+                     html_path.read_text())
+
+
+def test_seed_side_by_side_says_what_replicated(tmp_path):
+    make_run(tmp_path, synthetic=False)
+    for name, weighted in (("seed-w", True), ("seed-u", False)):
+        (tmp_path / "models" / name).mkdir(parents=True)
+        write_json(tmp_path / "models" / name / "train_config.json",
+                   {"model": "seed_cnn", "class_weighted": weighted, "batch_size": 32, "epochs": 100})
+    write_json(tmp_path / "training.json", [
+        {"model": "seed-w", "best val_accuracy": 0.6127, "best epoch": 45, "epochs": 55, "minutes": 69},
+        {"model": "seed-u", "best val_accuracy": 0.6772, "best epoch": 59, "epochs": 69, "minutes": 85}])
+    tta = {**fake_score(0.6), "gain": 0.018, "gain_ci": [0.008, 0.028],
+           "per_class": {c: {"recall": 0.5} for c in seed_recall()}, "recall_ci": dict.fromkeys(seed_recall())}
+    update_metrics(tmp_path, "models", {"seed-w": {"PublicTest": {"plain": fake_score(0.58), "tta_random": tta,
+                                                                  "tta_deterministic": fake_score(0.59)}}})
+    update_metrics(tmp_path, "comparisons", {"PublicTest": [
+        {"model": "seed-w", "minus": "seed-u", "usage": "PublicTest", "variant": "plain", "difference": -0.07,
+         "difference_ci": [-0.085, -0.055]}]})
+    text = build_markdown(tmp_path)
+    assert "The seed CNN of this study is `seed-w`." in text
+    assert "| class weights | balanced | balanced |" in text and "| epochs | not stated | 55 (best 45) |" in text
+    assert "- Validation accuracy: -1.5 points from the seed's 62.8%; within 2 points: replicated." in text
+    assert "- TTA gain: +1.80 [+0.8, +2.8] points against the seed's about +2: replicated" in text
+    assert ("`seed-w` minus `seed-u` = -7.00 [-8.5, -5.5] points of PublicTest accuracy: weighting cost "
+            "accuracy.") in text
+    assert "| happy | 85.97% | 50.00% |" in text and seed_recall()["disgust"] == 90 / 111
 
 
 def test_synthetic_run_says_so_in_the_title(tmp_path):
@@ -50,7 +100,7 @@ def test_synthetic_run_says_so_in_the_title(tmp_path):
 
 def test_fer_package_comparison_and_discussion_are_included_when_present(tmp_path):
     make_run(tmp_path, synthetic=False)
-    assert "fer` package" not in build_markdown(tmp_path) and "## Discussion" not in build_markdown(tmp_path)
+    assert "`fer` package's model" not in build_markdown(tmp_path) and "## Discussion" not in build_markdown(tmp_path)
     result = {**fake_score(0.65), "usage": "PublicTest", "tta": fake_score(0.67), "parameters": 58423,
               "images_per_second": 972.4}
     (tmp_path / "fer_package.json").write_text(json.dumps({"fer package": result}))

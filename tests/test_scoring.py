@@ -8,6 +8,7 @@ from fer_utils.scoring import (
     expected_calibration_error,
     most_confused,
     per_class_table,
+    recall_gains,
     recall_interval,
     reliability,
     score,
@@ -52,8 +53,12 @@ def test_calibration_of_a_perfectly_calibrated_and_an_overconfident_model():
     assert expected_calibration_error(labels, calibrated) == pytest.approx(0.0, abs=1e-9)
     overconfident = one_hot(np.array([0] * 5 + [1] * 5), confidence=0.95)
     assert expected_calibration_error(labels, overconfident) == pytest.approx(0.45)
-    confidence, accuracy = reliability(labels, overconfident)
-    assert confidence == pytest.approx([0.95]) and accuracy == pytest.approx([0.5])
+    table = reliability(labels, overconfident)
+    assert table.to_dict("list") == {"confidence": [pytest.approx(0.95)], "accuracy": [0.5], "images": [10]}
+    mixed = np.concatenate([one_hot([0] * 4, 0.35), one_hot([0] * 2 + [1] * 4, 0.95)])
+    table = reliability(np.zeros(10, int), mixed)
+    assert table["images"].tolist() == [4, 6] and table["accuracy"].tolist() == [1.0, pytest.approx(1 / 3)]
+    assert expected_calibration_error(np.zeros(10, int), mixed) == pytest.approx((4 * 0.65 + 6 * (0.95 - 1 / 3)) / 10)
 
 
 def test_tables_of_a_result():
@@ -97,3 +102,13 @@ def test_confident_mistakes_most_confident_first_and_at_most_n():
     assert confident_mistakes(labels, proba, 10).tolist() == [4, 2, 0]
     assert confident_mistakes(labels, proba, 2).tolist() == [4, 2]
     assert confident_mistakes(labels[[1, 3]], proba[[1, 3]], 5).size == 0
+
+
+def test_recall_gains_are_paired_per_class():
+    labels = np.array([0] * 10 + [1] * 10 + [2])
+    base = one_hot(np.array([0] * 5 + [1] * 5 + [1] * 10 + [2]))
+    new = one_hot(np.array([0] * 10 + [1] * 8 + [0] * 2 + [2]))
+    gains = recall_gains(labels, base, new)
+    assert gains["angry"]["gain"] == pytest.approx(0.5) and gains["disgust"]["gain"] == pytest.approx(-0.2)
+    assert gains["angry"]["gain_ci"][0] <= 0.5 <= gains["angry"]["gain_ci"][1]
+    assert gains["fear"] is None and gains["happy"] is None

@@ -5,7 +5,16 @@ import pytest
 from fer_utils import CLASSES
 from fer_utils.data import load_dataset
 from fer_utils.prepare import prepare
-from fer_utils.scoring import VARIANTS, per_class_gain, study_scores, study_table, tta_score, tta_studies, tta_study
+from fer_utils.scoring import (
+    VARIANTS,
+    paired_differences,
+    per_class_gain,
+    study_scores,
+    study_table,
+    tta_score,
+    tta_studies,
+    tta_study,
+)
 from fer_utils.tta import DETERMINISTIC_VIEWS, accuracy_by_copies, deterministic_view, tta_copies, tta_predict
 
 
@@ -69,7 +78,7 @@ def test_accuracy_by_copies_uses_running_means():
 def test_study_reports_plain_beside_both_variants(model):
     labels = np.arange(30) % 7
     study = tta_study(model, IMAGES, labels, n=3, max_copies=4)
-    assert set(study) == {"plain", "tta_random", "tta_deterministic", "accuracy_by_copies"}
+    assert set(study) == {"plain", "tta_random", "tta_deterministic", "accuracy_by_copies", "labels", "proba"}
     assert len(study["accuracy_by_copies"]) == 4 and study["plain"]["n"] == 30
     for variant in ("tta_random", "tta_deterministic"):
         gain = study[variant]["accuracy"] - study["plain"]["accuracy"]
@@ -105,8 +114,26 @@ def test_tta_studies_score_each_model_on_each_test_usage_and_per_class_gain(mode
     study = studies["m"]["PrivateTest"]
     assert list(studies["m"]) == ["PrivateTest"]
     assert study["plain"]["n"] == len(prepared.arrays("test", "PrivateTest")[1])
+    assert study["plain"]["usage"] == "PrivateTest" and study["proba"]["tta_random"].shape == (len(study["labels"]), 7)
     gains = per_class_gain(study)
-    assert list(gains.columns) == ["random TTA", "deterministic TTA"] and list(gains.index) == list(CLASSES)
+    assert list(gains.columns.get_level_values(0).unique()) == ["random TTA", "deterministic TTA"]
+    assert list(gains.index) == list(CLASSES)
     recall = {v: study[v]["per_class"]["happy"]["recall"] for v in VARIANTS}
-    assert gains.loc["happy", "random TTA"] == pytest.approx(recall["tta_random"] - recall["plain"])
-    assert gains.loc["happy", "deterministic TTA"] == pytest.approx(recall["tta_deterministic"] - recall["plain"])
+    assert gains.loc["happy", ("random TTA", "gain")] == pytest.approx(recall["tta_random"] - recall["plain"])
+    assert gains.loc["happy", ("deterministic TTA", "gain")] == pytest.approx(
+        recall["tta_deterministic"] - recall["plain"])
+    random = gains["random TTA"].dropna()
+    assert (random["low"] <= random["gain"]).all() and (random["gain"] <= random["high"]).all()
+
+
+def test_paired_differences_compare_models_on_the_same_images(model):
+    labels = np.arange(len(IMAGES)) % 7
+    study = tta_study(model, IMAGES, labels, n=2, max_copies=2)
+    worse = {**study, "proba": {v: np.roll(p, 1, axis=1) for v, p in study["proba"].items()}}
+    rows = paired_differences({"a": {"PublicTest": study}, "b": {"PublicTest": worse}, "c": {}}, "PublicTest")
+    assert [(r["model"], r["minus"], r["usage"], r["variant"]) for r in rows] == [
+        ("a", "b", "PublicTest", "plain"), ("a", "b", "PublicTest", "tta_random")]
+    plain_a = (study["proba"]["plain"].argmax(1) == labels).mean()
+    plain_b = (worse["proba"]["plain"].argmax(1) == labels).mean()
+    assert rows[0]["difference"] == pytest.approx(plain_a - plain_b)
+    assert rows[0]["difference_ci"][0] <= rows[0]["difference"] <= rows[0]["difference_ci"][1]
