@@ -13,6 +13,9 @@ CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 #: FER2013 usages, in the order reports list them.
 USAGES = ("Training", "PublicTest", "PrivateTest")
 
+#: The pipeline's profiles (``configs/<profile>.yaml``).
+PROFILES = ("smoke", "demo", "full", "fer2013")
+
 #: Side of the square grayscale FER2013 images.
 IMAGE_SIZE = 48
 

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from fer_utils import CLASSES, DataError, OptionError
+from fer_utils import CLASSES, PROFILES, DataError, OptionError
 
 EXPECTED_ERRORS = (DataError, OptionError, FileExistsError, FileNotFoundError)
 
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("pipeline", cmd_pipeline, "Run every notebook in order with papermill into a run folder.")
     sub.add_argument("--data", help="FER2013 folder, .zip or .csv (default: generate synthetic data)")
     sub.add_argument("--out", help="run folder (default: reports/<data name>-<profile>)")
-    sub.add_argument("--profile", default="smoke", choices=("smoke", "demo", "full"))
+    sub.add_argument("--profile", default="smoke", choices=PROFILES)
     sub.add_argument("--force", action="store_true", help="replace this data's earlier run in --out")
 
     sub = command("report", cmd_report, "Rewrite a run folder's report.md and report.html from its files.")

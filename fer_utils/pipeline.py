@@ -9,14 +9,13 @@ from pathlib import Path
 import papermill as pm
 import yaml
 
+from fer_utils import PROFILES
 from fer_utils.data import load_dataset
 from fer_utils.report import write_report
 from fer_utils.runs import RunLock, claim_run_dir, write_manifest
 from fer_utils.synthetic import default_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
-#: The pipeline's profiles (``configs/<profile>.yaml``).
-PROFILES = ("smoke", "demo", "full", "fer2013")
 
 
 class PipelineError(RuntimeError):

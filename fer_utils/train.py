@@ -428,7 +428,8 @@ def summarize_runs(run_dir, names) -> pd.DataFrame:
 
 def config_table(configs: dict[str, TrainConfig]) -> pd.DataFrame:
     """One column of options per named config (the augmentation, a dict, left out)."""
-    return pd.DataFrame({name: vars(config) for name, config in configs.items()}).drop(["augmentation"])
+    table = pd.DataFrame({name: vars(config) for name, config in configs.items()})
+    return table.drop(["augmentation"], errors="ignore")
 
 
 def saved_options(out) -> dict:

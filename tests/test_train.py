@@ -273,6 +273,7 @@ def test_summarize_runs_writes_training_json_and_config_table_has_a_column_per_m
         "model": "b", "best val_accuracy": 0.5, "best epoch": 1, "epochs": 2, "minutes": 2.0}
     table = config_table({"a": TrainConfig(epochs=3), "b": TrainConfig(model="seed_cnn")})
     assert list(table.columns) == ["a", "b"] and table.loc["epochs", "a"] == 3 and "augmentation" not in table.index
+    assert config_table({}).empty  # a study that trains nothing (every model adopted)
 
 
 def test_saved_options_name_what_cannot_be_resumed(tmp_path):
