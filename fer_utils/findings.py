@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from fer_utils import CLASSES
 from fer_utils.runs import METRICS, PREPARED, SWEEP, TRAINING, model_dir, read_history, read_json
 
@@ -41,8 +43,8 @@ def _eda(run: Path, metrics: dict) -> list[str]:
     across = sum(n for pair, n in duplicates["across"].items() if pair.startswith("Training/"))
     usages = ", ".join(f"{u} {c['total']:,}" for u, c in counts.items())
     return [f"{sum(c['total'] for c in counts.values()):,} images: {usages}.",
-            f"Training is imbalanced: {big} has {per_class[big] / max(per_class[small], 1):.1f} times the "
-            f"images of {small} ({per_class[big]:,} against {per_class[small]:,}).",
+            f"Training's largest class, {big}, has {per_class[big] / max(per_class[small], 1):.1f} times the "
+            f"images of its smallest, {small} ({per_class[big]:,} against {per_class[small]:,}).",
             f"{sum(data['blank'].values())} blank images "
             f"({', '.join(f'{u} {n}' for u, n in data['blank'].items())}), dropped before training.",
             f"{duplicates['groups']:,} groups of exact duplicates ({duplicates['images']:,} images); "
@@ -73,10 +75,15 @@ def _sweep(run: Path, metrics: dict) -> list[str]:
     if not sweep:
         return []
     accuracy = [cell["val_accuracy"] for cell in sweep["grid"]]
-    chosen = sweep["chosen"]
+    chosen, best = sweep["chosen"], max(accuracy)
+    images = read_json((run / PREPARED).with_suffix(".json"), {}).get("split_sizes", {}).get("val", 0)
+    halfwidth = 1.96 * np.sqrt(best * (1 - best) / images) if images else 0.0
+    close = sum(a >= best - halfwidth for a in accuracy) - 1
     return [f"{len(accuracy)} cells of `{sweep['model']}`: validation accuracy from {_pct(min(accuracy))} to "
-            f"{_pct(max(accuracy))}; the best cell is learning rate {chosen['learning_rate']:g} with batch "
-            f"{chosen['batch_size']}."]
+            f"{_pct(best)}; the best cell is learning rate {chosen['learning_rate']:g} with batch "
+            f"{chosen['batch_size']}" + (f", but {close} other cell(s) lie within its 95% interval "
+                                         f"(±{100 * halfwidth:.1f} points): the grid does not separate them."
+                                         if close else ".")]
 
 
 def _training(run: Path, metrics: dict) -> list[str]:
@@ -106,10 +113,11 @@ def _analysis(run: Path, metrics: dict) -> list[str]:
     recall = {c: v["recall"] for c, v in analysis["per_class"].items() if v["support"]}
     worst, best = min(recall, key=recall.get), max(recall, key=recall.get)
     top = analysis["most_confused"][0]
+    confusion = (f"The most frequent confusion: {top['true']} taken for {top['predicted']} "
+                 f"({top['images']} images, {_pct(top['share of true class'])} of {top['true']})."
+                 if top["images"] else "No image was misclassified.")
     return [f"`{analysis['model']}` on {analysis['split']}: recall from {_pct(recall[worst])} ({worst}) to "
-            f"{_pct(recall[best])} ({best}).",
-            f"The most frequent confusion: {top['true']} taken for {top['predicted']} "
-            f"({top['images']} images, {_pct(top['share of true class'])} of {top['true']}).",
+            f"{_pct(recall[best])} ({best}).", confusion,
             f"Expected calibration error {analysis['ece']:.3f}"
             + (f" plain, {analysis['ece_tta']:.3f} with random TTA." if "ece_tta" in analysis else ".")]
 

@@ -147,7 +147,8 @@ def learning_curves(history: pd.DataFrame, config: dict | None = None, title: st
     optimised = ", ".join(k for k, on in (("class-weighted", config.get("class_weighted")),
                                           (f"smoothing {config.get('label_smoothing', 0):g}",
                                            config.get("label_smoothing"))) if on)
-    labels = {"loss": (f"train ({optimised})" if optimised else "train", "validation (plain cross-entropy)"),
+    smoothing = f", smoothing {config['label_smoothing']:g}" if config.get("label_smoothing") else ""
+    labels = {"loss": (f"train ({optimised})" if optimised else "train", f"validation (unweighted{smoothing})"),
               "accuracy": ("train (augmented images)", "validation")}
     marker = "o" if len(epochs) <= 20 else None
     for ax, metric in zip(axes, ("loss", "accuracy")):
@@ -172,6 +173,11 @@ def heatmap(table: pd.DataFrame, *, title: str, xlabel: str, ylabel: str, fmt: s
     return fig
 
 
+#: The sweep heatmap's colour scale spans at least this many points above the baseline, so
+#: that cells a point or two apart (about their 95% interval) look alike.
+SWEEP_SCALE_POINTS = 10
+
+
 def sweep_heatmap(grid: pd.DataFrame, val_labels, chosen: dict, title: str):
     """Validation accuracy of each learning rate x batch size cell with its 95% interval; the
     colour scale starts at the majority-class baseline (so cells within noise of each other
@@ -182,7 +188,7 @@ def sweep_heatmap(grid: pd.DataFrame, val_labels, chosen: dict, title: str):
     notes = table.map(lambda p: f"{100 * p:.1f}%\n±{100 * _binomial_halfwidth(p, len(labels)):.1f}")
     fig, ax = plt.subplots(figsize=(1.4 * table.shape[1] + 3.5, 0.8 * table.shape[0] + 2))
     sns.heatmap(100 * table, annot=notes, fmt="", cmap="viridis", vmin=100 * baseline,
-                vmax=max(100 * table.to_numpy().max(), 100 * baseline + 1), ax=ax,
+                vmax=max(100 * np.nanmax(table.to_numpy()), 100 * baseline + SWEEP_SCALE_POINTS), ax=ax,
                 cbar_kws={"label": f"validation accuracy (%); scale starts at the majority-class "
                                    f"baseline {100 * baseline:.1f}%"})
     row = list(table.index).index(chosen["learning_rate"])
@@ -232,7 +238,8 @@ def tta_gain_curve(curves: dict[str, np.ndarray], plain: dict[str, float], image
         ax.axhline(100 * plain[name], color=f"C{k}", linestyle="--", label=f"{name}, plain")
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.set(xlabel="augmented copies averaged (N)", ylabel="accuracy (%)", title=title)
-    ax.legend(fontsize=8, title=f"bands: 95% interval, {images:,} images", title_fontsize=8)
+    ax.legend(fontsize=8, title=f"bands: unpaired 95% interval, {images:,} images\n(the paired gains are in "
+                                f"the table)", title_fontsize=8)
     return fig
 
 

@@ -44,7 +44,7 @@ def test_every_chapter_reads_its_numbers_from_the_run_folder(tmp_path):
     found = {chapter: chapter_findings(tmp_path, chapter) for chapter in CHAPTERS}
     assert found["01"] == [
         "1,490 images: Training 1,350, PublicTest 140.",
-        "Training is imbalanced: happy has 16.0 times the images of disgust (800 against 50).",
+        "Training's largest class, happy, has 16.0 times the images of its smallest, disgust (800 against 50).",
         "4 blank images (Training 3, PublicTest 1), dropped before training.",
         "5 groups of exact duplicates (11 images); 6 Training images have a copy within Training, and 2 groups "
         "span Training and a test usage."]
@@ -53,6 +53,10 @@ def test_every_chapter_reads_its_numbers_from_the_run_folder(tmp_path):
     assert found["03"] == ["`seed_cnn`: 1.33 M trainable parameters, 151 MFLOPs per image."]
     assert found["03b"] == ["2 cells of `vgg_gap`: validation accuracy from 30.0% to 45.0%; the best cell is "
                             "learning rate 0.001 with batch 64."]
+    write_json(run_grid := tmp_path / "sweep.json", {"model": "vgg_gap", "chosen": {"learning_rate": 0.01,
+               "batch_size": 32}, "grid": [{"val_accuracy": 0.44}, {"val_accuracy": 0.45}, {"val_accuracy": 0.3}]})
+    assert chapter_findings(run_grid.parent, "03b")[0].endswith(
+        "batch 32, but 1 other cell(s) lie within its 95% interval (±5.9 points): the grid does not separate them.")
     assert found["04"] == ["`seed_cnn`: best validation accuracy 55.0% at epoch 2 of 3 (12 minutes); training "
                            "accuracy 60.0% at that epoch."]
     assert found["05"] == ["`seed_cnn` on PublicTest: 50.0% [45.0%, 55.0%] plain, 52.0% [47.0%, 57.0%] with "

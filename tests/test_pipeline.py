@@ -88,7 +88,9 @@ def test_every_notebook_ends_with_its_generated_findings(smoke_run):
     for path in sorted((smoke_run / "notebooks").glob("*.ipynb")):
         last = nbformat.read(path, as_version=4).cells[-1]
         (output,) = last.outputs
-        assert output["data"]["text/markdown"].startswith("**Findings** (generated from this run's files)\n\n- ")
+        text = output["data"]["text/markdown"]
+        assert text.startswith("**Findings** (generated from this run's files)\n\n- ")
+        assert "nothing recorded" not in text, path.name
 
 
 def test_a_run_is_not_replaced_by_another_data_source(smoke_run, synthetic_zip):

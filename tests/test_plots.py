@@ -64,7 +64,7 @@ def test_learning_curves_say_which_loss_is_which_and_show_chance_and_planned_epo
     fig = plots.learning_curves(history, {"epochs": 10, "class_weighted": True, "label_smoothing": 0.1})
     loss, accuracy = fig.axes
     labels = [t.get_text() for t in loss.get_legend().get_texts()]
-    assert labels[:2] == ["train (class-weighted, smoothing 0.1)", "validation (plain cross-entropy)"]
+    assert labels[:2] == ["train (class-weighted, smoothing 0.1)", "validation (unweighted, smoothing 0.1)"]
     assert "best epoch (2)" in labels and "planned, not run (3 of 10)" in labels
     assert "chance (1/7)" in [t.get_text() for t in accuracy.get_legend().get_texts()]
     assert accuracy.get_xlim() == (0.5, 10.5)
@@ -79,7 +79,10 @@ def test_sweep_heatmap_starts_its_scale_at_the_majority_baseline_and_outlines_th
     fig = plots.sweep_heatmap(grid, labels, {"learning_rate": 0.001, "batch_size": 32}, title="Sweep")
     ax, colour_bar = fig.axes
     assert colour_bar.get_ylabel().endswith("majority-class baseline 60.0%")
-    assert ax.collections[0].get_clim() == (60.0, 60.0 + 1)
+    assert ax.collections[0].get_clim() == (60.0, 70.0)  # 10 points above the baseline at least
+    wide = plots.sweep_heatmap(grid.assign(val_accuracy=[0.5, 0.55, 0.9, 0.52]), labels,
+                               {"learning_rate": 0.001, "batch_size": 32}, title="Sweep")
+    assert wide.axes[0].collections[0].get_clim() == (60.0, 90.0)
     assert [t.get_text() for t in ax.texts][0] == "60.0%\n±9.6"  # rows: learning rate ascending
     (outline,) = ax.patches
     assert outline.get_xy() == (0, 0) and outline.get_edgecolor()[:3] == (1.0, 0.0, 0.0)

