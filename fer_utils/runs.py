@@ -222,17 +222,20 @@ def package_versions() -> dict[str, str]:
 PINNED_COMMIT = "PINNED_COMMIT"
 
 
-def git_commit() -> str | None:
-    """The project's git commit, suffixed ``-dirty`` when the work tree has changes (or,
-    in a pinned snapshot of the code, the commit it was taken from)."""
+def git_commit(ignore=None) -> str | None:
+    """The project's git commit, suffixed ``-dirty`` when the work tree has changes outside
+    ``ignore`` (the run folder being written, when it is tracked) (or, in a pinned snapshot
+    of the code, the commit it was taken from)."""
     root = Path(__file__).resolve().parent.parent
     if (root / PINNED_COMMIT).exists():
         return (root / PINNED_COMMIT).read_text().strip()
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                                 text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        inside = ignore is not None and Path(ignore).resolve().is_relative_to(root)
+        exclude = [f":(exclude){Path(ignore).resolve().relative_to(root)}"] if inside else []
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *exclude],
+                               cwd=root, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return commit + ("-dirty" if dirty else "")
@@ -248,7 +251,7 @@ def write_manifest(run_dir, *, kind: str, parameters: dict, data_source: str, da
     """
     path = Path(run_dir) / MANIFEST
     earlier = json.loads(path.read_text()) if path.exists() else {}
-    commit = git_commit()
+    commit = git_commit(ignore=run_dir)
     manifest = {
         "kind": kind,
         "created": earlier.get("created") or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -3,6 +3,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -123,12 +124,12 @@ def test_package_versions_lists_installed_packages_only():
 
 def test_rewritten_manifest_keeps_the_starting_commit_and_time(tmp_path, monkeypatch):
     options = dict(kind="train", parameters={}, data_source="x.zip", data_hash="ab", synthetic=False)
-    monkeypatch.setattr(runs, "git_commit", lambda: "aaa")
+    monkeypatch.setattr(runs, "git_commit", lambda ignore=None: "aaa")
     write_manifest(tmp_path, **options)
     first = read_manifest(tmp_path)
     write_manifest(tmp_path, **options, extra={"status": "running"})
     assert "git_commit_last" not in read_manifest(tmp_path)
-    monkeypatch.setattr(runs, "git_commit", lambda: "bbb-dirty")
+    monkeypatch.setattr(runs, "git_commit", lambda ignore=None: "bbb-dirty")
     write_manifest(tmp_path, **options, extra={"status": "complete"})
     manifest = read_manifest(tmp_path)
     assert (manifest["git_commit"], manifest["git_commit_last"]) == ("aaa", "bbb-dirty")
@@ -143,3 +144,18 @@ def test_trained_models_best_first_and_a_named_error_before_training(tmp_path):
     assert runs.trained_models(tmp_path) == ["b", "a"]
     assert runs.model_path(tmp_path, "b") == tmp_path / "models" / "b" / "model.keras"
     assert runs.model_dir(tmp_path) == tmp_path and not list(tmp_path.glob(".tmp-*"))
+
+
+def test_changes_inside_the_run_folder_being_written_do_not_make_the_commit_dirty():
+    root = Path(runs.__file__).resolve().parent.parent
+    commit = runs.git_commit()
+    if commit is None or commit.endswith("-dirty") or (root / runs.PINNED_COMMIT).exists():
+        pytest.skip("needs a clean git work tree")
+    tracked = root / "reports" / "fer2013" / "report.md"
+    original = tracked.read_bytes()
+    try:
+        tracked.write_bytes(original + b"\nchanged")
+        assert runs.git_commit() == commit + "-dirty"
+        assert runs.git_commit(ignore=tracked.parent) == commit
+    finally:
+        tracked.write_bytes(original)
