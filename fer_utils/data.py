@@ -38,7 +38,8 @@ log = logging.getLogger("fer_utils")
 CSV_EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 CSV_TO_LABEL = np.array([CLASSES.index(name) for name in CSV_EMOTIONS])
 
-SPLIT_FOLDERS = {"train": "Training", "test": "PublicTest"}
+#: The Kaggle layout's top folders and the usage of an image whose name does not say it.
+LAYOUT_FOLDERS = {"train": "Training", "test": "PublicTest"}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 CSV_COLUMNS = ("emotion", "pixels", "Usage")
 #: File at the root of every dataset written by :mod:`fer_utils.synthetic`.
@@ -185,12 +186,12 @@ def decode_image(data: bytes, name: str, *, resize: bool = False) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def usage_from_name(filename: str, split: str) -> str:
-    """FER2013 usage from a file-name prefix, else from its split folder."""
+def usage_from_name(filename: str, folder: str) -> str:
+    """FER2013 usage from a file-name prefix, else from its layout folder (train/, test/)."""
     for usage in USAGES:
         if filename.startswith(usage + "_"):
             return usage
-    return SPLIT_FOLDERS[split]
+    return LAYOUT_FOLDERS[folder]
 
 
 def _reader_for(path: Path):
@@ -228,24 +229,24 @@ def _layout_members(source: Path, files: list[str], folders: set[str], read, ski
     """Decode the images of a Kaggle layout given its file list and a byte reader."""
     out = _Collector(skip_bad)
     out.synthetic = SYNTHETIC_MARKER in files
-    per_split = dict.fromkeys(SPLIT_FOLDERS, 0)
-    found_split = set()
+    per_folder = dict.fromkeys(LAYOUT_FOLDERS, 0)
+    found_folders = set()
     for member in sorted(files):
         parts = PurePosixPath(member).parts
         if any(p.startswith(".") or p == "__MACOSX" for p in parts):
             continue
-        where = next((i for i, p in enumerate(parts) if p in SPLIT_FOLDERS), None)
+        where = next((i for i, p in enumerate(parts) if p in LAYOUT_FOLDERS), None)
         if where is None:
             continue  # files beside the layout (README, licence) are not images
-        split, rest = parts[where], parts[where + 1:]
-        found_split.add(split)
+        folder, rest = parts[where], parts[where + 1:]
+        found_folders.add(folder)
         label = f"{source}:{member}" if not source.is_dir() else str(source / member)
         if len(rest) != 2:
-            out.problem(label, f"{label}: unexpected location (expected {split}/<class>/<image>)")
+            out.problem(label, f"{label}: unexpected location (expected {folder}/<class>/<image>)")
             continue
         cls, filename = rest
         if cls not in CLASSES:
-            out.problem(label, f"{label}: unknown class folder {split}/{cls} "
+            out.problem(label, f"{label}: unknown class folder {folder}/{cls} "
                                f"(expected one of {', '.join(CLASSES)})")
             continue
         if not filename.lower().endswith(IMAGE_SUFFIXES):
@@ -256,15 +257,15 @@ def _layout_members(source: Path, files: list[str], folders: set[str], read, ski
         except DataError as error:
             out.problem(label, str(error))
             continue
-        out.add(image, CLASSES.index(cls), usage_from_name(filename, split), member)
-        per_split[split] += 1
-    found_split |= {p for f in folders for p in PurePosixPath(f).parts[-1:] if p in SPLIT_FOLDERS}
-    if not found_split:
+        out.add(image, CLASSES.index(cls), usage_from_name(filename, folder), member)
+        per_folder[folder] += 1
+    found_folders |= {p for f in folders for p in PurePosixPath(f).parts[-1:] if p in LAYOUT_FOLDERS}
+    if not found_folders:
         raise DataError(f"{source}: no train/ or test/ folder (expected the Kaggle layout "
                         f"train/<class>/<image>, test/<class>/<image>)")
-    for split in sorted(found_split):
-        if per_split[split] == 0:
-            raise DataError(f"{source}: empty split {split}/ (no loadable images)")
+    for folder in sorted(found_folders):
+        if per_folder[folder] == 0:
+            raise DataError(f"{source}: empty folder {folder}/ (no loadable images)")
     return out
 
 
@@ -316,7 +317,7 @@ def _read_csv(path: Path, skip_bad: bool, resize: bool):
         except (UnicodeDecodeError, csv.Error) as error:
             raise DataError(f"{path}: not a text CSV file ({type(error).__name__}: {error})") from None
     if not out.labels and not out.skipped:
-        raise DataError(f"{path}: empty split (the CSV has no data rows)")
+        raise DataError(f"{path}: empty CSV (no data rows)")
     return out
 
 

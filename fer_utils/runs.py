@@ -44,9 +44,11 @@ def adopt_run(run_dir, name: str, source) -> Path:
     to ``run_dir`` unless absolute) into model ``name``'s folder of the pipeline run
     ``run_dir``, whose later notebooks then read it as if the run had trained it."""
     source = Path(os.path.normpath(Path(run_dir) / source))
-    missing = [f for f in (MODEL, HISTORY, TRAIN_CONFIG) if not (source / f).exists()]
-    if missing:
-        raise FileNotFoundError(f"{source}: no {', '.join(missing)}; not a finished training run "
+    missing = [f for f in (MODEL, HISTORY, TRAIN_CONFIG, TRAIN_STATE) if not (source / f).exists()]
+    state = read_json(source / TRAIN_STATE, {}).get("state")
+    if missing or state not in ("completed", "early_stopped", "time_budget"):
+        found = f"no {', '.join(missing)}" if missing else f"its state is {state!r}"
+        raise FileNotFoundError(f"{source}: {found}; not a finished training run "
                                 f"(make long-runs trains the plan's runs, make long-runs-status publishes them)")
     target = model_dir(run_dir, name)
     target.mkdir(parents=True, exist_ok=True)

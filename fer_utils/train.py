@@ -21,7 +21,6 @@ import pandas as pd
 from fer_utils import CLASSES, DataError, OptionError
 from fer_utils.augment import build_augmentation
 from fer_utils.config import TrainConfig, contradictions, describe_contradictions
-from fer_utils.inference import predict_proba
 from fer_utils.models import DEFAULT_CHANNELS, build_model, check_model_options
 from fer_utils.prepare import Prepared
 from fer_utils.runs import (
@@ -312,7 +311,7 @@ def train(prepared: Prepared, config: TrainConfig, out_dir, *, resume: bool = Fa
 
     Writes ``train_config.json``, ``split.npz``, ``history.csv``, ``train_state.json``
     (state and why the run stopped), the best model (by validation accuracy) as
-    ``runs.MODEL`` and ``val_predictions.npz``; returns the best model. A run that was
+    ``runs.MODEL``; returns the best model. A run that was
     killed or stopped by its time budget continues from its last epoch with ``resume=True``.
     """
     out = Path(out_dir)
@@ -332,8 +331,6 @@ def train(prepared: Prepared, config: TrainConfig, out_dir, *, resume: bool = Fa
         model = _fit(prepared, config, out, augmentation)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
-    x_val, y_val = prepared.arrays("val")
-    np.savez(out / "val_predictions.npz", proba=predict_proba(model, x_val), labels=y_val)
     return model
 
 

@@ -99,7 +99,7 @@ def test_csv_missing_column(tmp_path):
 
 
 def test_csv_without_rows_is_an_empty_split(tmp_path):
-    with pytest.raises(DataError, match=r"empty\.csv: empty split"):
+    with pytest.raises(DataError, match=r"empty\.csv: empty CSV \(no data rows\)"):
         load_dataset(write_csv(tmp_path / "empty.csv", []), cache=False)
 
 
@@ -168,7 +168,7 @@ def test_rgb_is_converted_and_other_sizes_resized_on_request():
 def test_empty_split_is_an_error(tmp_path, good_files):
     write_layout(tmp_path, {k: v for k, v in good_files.items() if k.startswith("train/")})
     (tmp_path / "test" / "angry").mkdir(parents=True)
-    with pytest.raises(DataError, match=r"empty split test/"):
+    with pytest.raises(DataError, match=r"empty folder test/ \(no loadable images\)"):
         load_dataset(tmp_path, cache=False)
 
 

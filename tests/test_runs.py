@@ -66,11 +66,16 @@ def test_a_replaced_run_keeps_its_discussion_and_fer_package_scores(tmp_path):
 def test_adopt_run_copies_a_finished_training_run_and_names_what_is_missing(tmp_path):
     source = tmp_path / "long-runs" / "a"
     source.mkdir(parents=True)
-    for name, text in (("model.keras", "m"), ("history.csv", "h"), ("train_config.json", "{}")):
+    for name, text in (("model.keras", "m"), ("history.csv", "h"), ("train_config.json", "{}"),
+                       ("train_state.json", '{"state": "running"}')):
         (source / name).write_text(text)
+    with pytest.raises(FileNotFoundError, match="its state is 'running'; not a finished training run"):
+        runs.adopt_run(tmp_path / "study", "a", "../long-runs/a")
+    (source / "train_state.json").write_text('{"state": "early_stopped"}')
     target = runs.adopt_run(tmp_path / "study", "a", "../long-runs/a")
     assert target == tmp_path / "study" / "models" / "a"
-    assert sorted(p.name for p in target.iterdir()) == ["history.csv", "model.keras", "train_config.json"]
+    assert sorted(p.name for p in target.iterdir()) == ["history.csv", "model.keras", "train_config.json",
+                                                        "train_state.json"]
     (source / "model.keras").unlink()
     with pytest.raises(FileNotFoundError, match=r"long-runs/a: no model\.keras; not a finished training run"):
         runs.adopt_run(tmp_path / "study", "b", source)
