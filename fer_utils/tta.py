@@ -4,7 +4,7 @@
 * ``deterministic``: fixed views (the image, its mirror, and both shifted by 2 pixels up,
   down, left and right), so every run gives the same answer.
 
-Copies of a batch are predicted in one call, so N copies cost about N plain predictions.
+N copies cost N plain predictions; copy k is the same for any N (seeded per copy).
 """
 
 from __future__ import annotations
@@ -28,26 +28,33 @@ def deterministic_view(images: np.ndarray, mirror: bool, dx: int, dy: int) -> np
     return padded[:, SHIFT_PAD - dy:SHIFT_PAD - dy + h, SHIFT_PAD - dx:SHIFT_PAD - dx + w]
 
 
+def copy_seed(seed: int, copy: int) -> int:
+    """The augmentation seed of random copy ``copy``: independent streams per (seed, copy)."""
+    return int(np.random.SeedSequence([seed, copy]).generate_state(1)[0])
+
+
 def tta_copies(model, images: np.ndarray, n: int = 10, *, mode: str = "random", seed: int = 0,
                batch_size: int = 256) -> np.ndarray:
-    """Per-copy class probabilities, shape (n, N, 7); their mean is the TTA prediction."""
+    """Per-copy class probabilities, shape (n, N, 7); their mean is the TTA prediction.
+
+    Copy k is the same whatever ``n`` is (random copy k draws from its own seeded
+    augmentation, over batches of ``batch_size`` images), so 10 copies are the first 10 of 20.
+    """
     if mode not in ("random", "deterministic") or n < 1:
         raise ValueError(f"TTA needs mode 'random' or 'deterministic' and n >= 1, got {mode!r}, n={n}")
     if mode == "deterministic" and n > len(DETERMINISTIC_VIEWS):
         raise ValueError(f"deterministic TTA has at most {len(DETERMINISTIC_VIEWS)} views, got n={n}")
     channels = model.input_shape[-1]
-    augmentation = build_augmentation(seed) if mode == "random" else None
-    per_batch = max(1, batch_size // n)
     out = np.empty((n, len(images), model.output_shape[-1]), np.float32)
-    for start in range(0, len(images), per_batch):
-        batch = images[start:start + per_batch]
-        if augmentation is not None:
-            copies = np.asarray(augmentation(np.tile(batch[..., None], (n, 1, 1, 1)).astype(np.float32),
-                                             training=True))[..., 0]
+    for copy in range(n):
+        if mode == "random":
+            augmentation = build_augmentation(copy_seed(seed, copy))
+            views = np.concatenate([np.asarray(augmentation(images[s:s + batch_size, ..., None].astype(np.float32),
+                                                            training=True))[..., 0]
+                                    for s in range(0, len(images), batch_size)])
         else:
-            copies = np.concatenate([deterministic_view(batch, *view) for view in DETERMINISTIC_VIEWS[:n]])
-        proba = model.predict(model_input(copies, channels), batch_size=len(copies), verbose=0)
-        out[:, start:start + len(batch)] = np.asarray(proba).reshape(n, len(batch), -1)
+            views = deterministic_view(images, *DETERMINISTIC_VIEWS[copy])
+        out[copy] = np.asarray(model.predict(model_input(views, channels), batch_size=batch_size, verbose=0))
     return out
 
 

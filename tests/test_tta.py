@@ -61,6 +61,11 @@ def test_deterministic_tta_repeats_and_random_tta_is_seeded(model):
     assert not np.allclose(tta_copies(model, IMAGES, 2, seed=1)[0], tta_copies(model, IMAGES, 2, seed=1)[1])
 
 
+def test_the_first_copies_do_not_depend_on_how_many_are_drawn(model):
+    np.testing.assert_array_equal(tta_copies(model, IMAGES, 3, seed=2)[:2], tta_copies(model, IMAGES, 2, seed=2))
+    assert not np.allclose(tta_copies(model, IMAGES, 1, seed=2), tta_copies(model, IMAGES, 1, seed=3))
+
+
 def test_bad_tta_arguments(model):
     with pytest.raises(ValueError, match="at most 10 views"):
         tta_copies(model, IMAGES, 11, mode="deterministic")
