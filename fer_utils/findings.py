@@ -10,25 +10,37 @@ import numpy as np
 from fer_utils import CLASSES
 from fer_utils.runs import METRICS, PREPARED, SWEEP, TRAINING, model_dir, read_history, read_json
 
-#: The chapters, in the order of the notebooks.
-CHAPTERS = ("01", "02", "03", "03b", "04", "05", "06")
+#: The chapters, in the order of the notebooks, and their titles.
+CHAPTERS = {"01": "Exploratory data analysis", "02": "Preprocessing", "03": "Models",
+            "03b": "Learning rate x batch size", "04": "Training", "05": "Test-time augmentation",
+            "06": "Confusion analysis"}
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}%"
+def percent(value: float, digits: int = 1) -> str:
+    """A proportion in percent: ``percent(0.6127)`` is ``"61.3%"``."""
+    return f"{100 * value:.{digits}f}%"
+
+
+def with_interval(value: float, interval, *, signed: bool = False, digits: int = 1) -> str:
+    """``value`` in percent with its 95% interval (one decimal), as points with a sign when
+    ``signed`` (a difference): ``"61.3% [60.1, 62.5]"``, ``"+1.4 [+0.4, +2.4]"``."""
+    sign, unit = ("+", "") if signed else ("", "%")
+    low, high = interval
+    return f"{100 * value:{sign}.{digits}f}{unit} [{100 * low:{sign}.1f}, {100 * high:{sign}.1f}]"
 
 
 def _interval(result: dict, key: str) -> str:
-    low, high = result[f"{key}_ci"]
-    return f"{_pct(result[key])} [{_pct(low)}, {_pct(high)}]"
+    return with_interval(result[key], result[f"{key}_ci"])
+
+
+def _difference(result: dict) -> str:
+    """``+g [low, high] points``: a paired difference (``gain``, ``gain_ci``) in points."""
+    return f"{with_interval(result['gain'], result['gain_ci'], signed=True)} points"
 
 
 def _points(result: dict) -> str:
-    """`` (+g points [low, high])``: a TTA variant's paired gain, or nothing when not recorded."""
-    if "gain" not in result:
-        return ""
-    low, high = result["gain_ci"]
-    return f" ({100 * result['gain']:+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}])"
+    """`` (+g [low, high] points)``: a TTA variant's paired gain, or nothing when not recorded."""
+    return f" ({_difference(result)})" if "gain" in result else ""
 
 
 def _eda(run: Path, metrics: dict) -> list[str]:
@@ -79,8 +91,8 @@ def _sweep(run: Path, metrics: dict) -> list[str]:
     images = read_json((run / PREPARED).with_suffix(".json"), {}).get("split_sizes", {}).get("val", 0)
     halfwidth = 1.96 * np.sqrt(best * (1 - best) / images) if images else 0.0
     close = sum(a >= best - halfwidth for a in accuracy) - 1
-    return [f"{len(accuracy)} cells of `{sweep['model']}`: validation accuracy from {_pct(min(accuracy))} to "
-            f"{_pct(best)}; the best cell is learning rate {chosen['learning_rate']:g} with batch "
+    return [f"{len(accuracy)} cells of `{sweep['model']}`: validation accuracy from {percent(min(accuracy))} to "
+            f"{percent(best)}; the best cell is learning rate {chosen['learning_rate']:g} with batch "
             f"{chosen['batch_size']}" + (f", but {close} other cell(s) lie within its 95% interval "
                                          f"(±{100 * halfwidth:.1f} points): the grid does not separate them."
                                          if close else ".")]
@@ -90,10 +102,10 @@ def _training(run: Path, metrics: dict) -> list[str]:
     lines = []
     for row in read_json(run / TRAINING, []):
         history = read_history(model_dir(run, row["model"]))
-        line = (f"`{row['model']}`: best validation accuracy {_pct(row['best val_accuracy'])} at epoch "
+        line = (f"`{row['model']}`: best validation accuracy {percent(row['best val_accuracy'])} at epoch "
                 f"{row['best epoch']} of {row['epochs']} ({row['minutes']:.0f} minutes)")
         if len(history) >= row["best epoch"]:
-            line += f"; training accuracy {_pct(history['accuracy'].iloc[row['best epoch'] - 1])} at that epoch"
+            line += f"; training accuracy {percent(history['accuracy'].iloc[row['best epoch'] - 1])} at that epoch"
         lines.append(line + ".")
     return lines
 
@@ -114,12 +126,26 @@ def _analysis(run: Path, metrics: dict) -> list[str]:
     worst, best = min(recall, key=recall.get), max(recall, key=recall.get)
     top = analysis["most_confused"][0]
     confusion = (f"The most frequent confusion: {top['true']} taken for {top['predicted']} "
-                 f"({top['images']} images, {_pct(top['share of true class'])} of {top['true']})."
+                 f"({top['images']} images, {percent(top['share of true class'])} of {top['true']})."
                  if top["images"] else "No image was misclassified.")
-    return [f"`{analysis['model']}` on {analysis['split']}: recall from {_pct(recall[worst])} ({worst}) to "
-            f"{_pct(recall[best])} ({best}).", confusion,
+    return [f"`{analysis['model']}` on {analysis['split']}: recall from {percent(recall[worst])} ({worst}) to "
+            f"{percent(recall[best])} ({best}).", confusion,
             f"Expected calibration error {analysis['ece']:.3f}"
-            + (f" plain, {analysis['ece_tta']:.3f} with random TTA." if "ece_tta" in analysis else ".")]
+            + (f" plain, {analysis['ece_tta']:.3f} with random TTA." if "ece_tta" in analysis else ".")
+            ] + _beside(analysis)
+
+
+def _beside(analysis: dict) -> list[str]:
+    """The analysed model against the model beside it: accuracy and the classes whose recall
+    differs most, with paired intervals."""
+    beside = analysis.get("beside")
+    if not beside:
+        return []
+    gains = {c: g for c, g in beside["recall_gain"].items() if g}
+    most, least = max(gains, key=lambda c: gains[c]["gain"]), min(gains, key=lambda c: gains[c]["gain"])
+    return [f"Beside `{beside['model']}`, on the same images: {_difference(beside)} of accuracy; the recall "
+            f"difference per class runs from {_difference(gains[most])} ({most}) to {_difference(gains[least])} "
+            f"({least})."]
 
 
 READERS = dict(zip(CHAPTERS, (_eda, _preprocessing, _models, _sweep, _training, _tta, _analysis)))

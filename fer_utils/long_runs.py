@@ -26,10 +26,12 @@ from fer_utils import OptionError
 from fer_utils.config import TrainConfig, contradictions
 from fer_utils.report import markdown_table
 from fer_utils.runs import (
+    FIGURES_DIR,
     HISTORY,
     MANIFEST,
     MODEL,
     PINNED_COMMIT,
+    STATUS,
     TRAIN_CONFIG,
     TRAIN_STATE,
     RunLock,
@@ -46,7 +48,7 @@ ENTRY_KEYS = {"name", "about", "val_fraction", "drop_test_duplicates"}
 #: What a snapshot of the code holds: all that ``python -m fer_utils train`` needs.
 PINNED_PATHS = ("fer_utils", "pyproject.toml")
 #: Files of each run copied by ``status --write``.
-PUBLISHED = (HISTORY, TRAIN_CONFIG, TRAIN_STATE, MANIFEST, "figures/learning_curves.png")
+PUBLISHED = (HISTORY, TRAIN_CONFIG, TRAIN_STATE, MANIFEST, f"{FIGURES_DIR}/learning_curves.png")
 #: States of a run with nothing left to do.
 DONE = ("completed", "early stopped")
 
@@ -152,20 +154,28 @@ def run_state(run_dir: Path) -> str:
     return "interrupted" if run_dir.exists() else "not started"
 
 
+def next_run(plan_file, runs_dir, tried) -> dict | None:
+    """The first run of the plan, read afresh, that is unfinished and not in ``tried``: runs
+    added to the plan or reordered while another one trains are picked up."""
+    return next((entry for entry in load_plan(plan_file).runs if entry["name"] not in tried
+                 and run_state(Path(runs_dir) / entry["name"]) not in DONE), None)
+
+
 def run_plan(plan_file, runs_dir=None, log=print) -> int:
-    """Train every unfinished run of the plan in order, each from its pinned code; returns
-    how many failed. A run that fails is logged and the next one goes on."""
+    """Train every unfinished run of the plan in order, each from its pinned code, reading the
+    plan again before each run (:func:`next_run`); returns how many failed. A run that fails
+    is logged and the next one goes on."""
     plan = load_plan(plan_file)
     runs_dir = plan.runs_dir(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
-    failures = 0
+    for entry in plan.runs:
+        if run_state(runs_dir / entry["name"]) in DONE:
+            log(f"{entry['name']}: {run_state(runs_dir / entry['name'])}, skipped")
+    failures, tried = 0, set()
     with RunLock(runs_dir):
-        for entry in plan.runs:
+        while (entry := next_run(plan_file, runs_dir, tried)) is not None:
+            tried.add(entry["name"])
             run_dir = runs_dir / entry["name"]
-            state = run_state(run_dir)
-            if state in DONE:
-                log(f"{entry['name']}: {state}, skipped")
-                continue
             differ = plan_differences(entry, run_dir)
             if differ:
                 log(f"{entry['name']}: skipped, the plan now differs from the run's saved options in "
@@ -279,7 +289,7 @@ def write_status(plan_file, out_dir, runs_dir=None) -> Path:
                 target = out_dir / entry["name"] / name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, target)
-    status = out_dir / "status.md"
+    status = out_dir / STATUS
     status.parent.mkdir(parents=True, exist_ok=True)
     about = "\n".join(f"- **{e['name']}**: {e.get('about', '')}" for e in plan.runs)
     status.write_text(f"# Long runs: status\n\nPlan: `{Path(plan_file).name}`. Regenerate with "

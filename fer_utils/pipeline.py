@@ -12,7 +12,7 @@ import yaml
 from fer_utils import PROFILES
 from fer_utils.data import load_dataset
 from fer_utils.report import write_report
-from fer_utils.runs import RunLock, claim_run_dir, write_manifest
+from fer_utils.runs import FIGURES_DIR, NOTEBOOKS_DIR, RunLock, claim_run_dir, write_manifest
 from fer_utils.synthetic import default_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,12 +35,23 @@ def shipped(folder: str, package: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+#: Profile keys the pipeline reads itself; every other key must be a notebook parameter.
+PIPELINE_KEYS = {"synthetic"}
+
+
 def load_profile(profile: str) -> dict:
-    """The parameters of ``configs/<profile>.yaml``."""
+    """The parameters of ``configs/<profile>.yaml``; a key that neither the pipeline nor any
+    notebook's ``parameters`` cell reads is an error (a typo would otherwise be ignored)."""
     path = shipped("configs", "fer_utils.profiles") / f"{profile}.yaml"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such profile (have: {', '.join(PROFILES)})")
-    return yaml.safe_load(path.read_text()) or {}
+    config = yaml.safe_load(path.read_text()) or {}
+    declared = set(PIPELINE_KEYS).union(*(pm.inspect_notebook(str(p)) for p in notebook_paths()))
+    unknown = sorted(set(config) - declared)
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}; no notebook declares them "
+                         f"(known: {', '.join(sorted(declared))})")
+    return config
 
 
 def notebook_paths() -> list[Path]:
@@ -72,15 +83,15 @@ def run_pipeline(data=None, out=None, *, profile: str = "smoke", force: bool = F
             write_manifest(run_dir, kind="pipeline", parameters=base, data_source=source.resolve(),
                            data_hash=dataset.source_hash, synthetic=dataset.synthetic,
                            extra={"status": state, "notebooks": status,
-                                  "figures": sorted(p.name for p in (run_dir / "figures").glob("*"))})
+                                  "figures": sorted(p.name for p in (run_dir / FIGURES_DIR).glob("*"))})
 
         manifest("running")
         paths = notebooks or notebook_paths()
-        (run_dir / "notebooks").mkdir(exist_ok=True)
+        (run_dir / NOTEBOOKS_DIR).mkdir(exist_ok=True)
         for number, path in enumerate(paths, start=1):
             declared = pm.inspect_notebook(str(path))
             parameters = {key: value for key, value in base.items() if key in declared}
-            output = run_dir / "notebooks" / path.name
+            output = run_dir / NOTEBOOKS_DIR / path.name
             print(f"[{number}/{len(paths)}] {path.name}", flush=True)
             start = time.perf_counter()
             try:

@@ -11,6 +11,7 @@ import pandas as pd
 import seaborn as sns
 
 from fer_utils import CLASSES
+from fer_utils.runs import FIGURES_DIR
 
 FIGURE_DPI = 150
 
@@ -27,7 +28,7 @@ def save_fig(fig, name: str, run_dir, *, synthetic: bool) -> None:
             title = fig.axes[0].get_title()
             fig.axes[0].set_title("")
         fig.suptitle(f"{title} (synthetic data)".strip(), fontweight="bold")
-    folder = Path(run_dir) / "figures"
+    folder = Path(run_dir) / FIGURES_DIR
     folder.mkdir(parents=True, exist_ok=True)
     if fig.get_layout_engine() is None:
         fig.tight_layout()
@@ -134,12 +135,23 @@ def _binomial_halfwidth(p, n):
     return 1.96 * np.sqrt(np.asarray(p) * (1 - np.asarray(p)) / max(n, 1))
 
 
-def learning_curves(history: pd.DataFrame, config: dict | None = None, title: str = "Learning curves"):
+def _not_run(done: int, planned: int, state: dict) -> str:
+    """The legend of the epochs a run did not train: stopped early (and why), or not run yet."""
+    if state.get("state") == "early_stopped":
+        return f"not run: early stopping after {done} of {planned} ({state.get('stop_reason', '')})".replace(" ()", "")
+    return f"planned, not run yet ({done} of {planned})"
+
+
+def learning_curves(history: pd.DataFrame, config: dict | None = None, title: str = "Learning curves",
+                    state: dict | None = None):
     """Loss and accuracy per epoch, train against validation: the best validation epoch
-    marked, chance accuracy (1/7) drawn, the x axis spanning the planned epochs, and the
-    losses labelled with what they are (the training loss is the one optimised: class-weighted
-    and smoothed when the run was; the validation loss is plain cross-entropy)."""
-    config = config or {}
+    marked, chance accuracy (1/7) drawn, the x axis spanning the planned epochs (the epochs
+    not run shaded, with why: the run's ``state``, e.g. early stopping), and the losses
+    labelled with what they are (the training loss is the one optimised: class-weighted and
+    smoothed when the run was; the validation loss is plain cross-entropy)."""
+    config, state = config or {}, state or {}
+    if history.empty:
+        raise ValueError("learning curves need at least one epoch; the history is empty")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     epochs = history["epoch"] + 1
     best = epochs[history["val_accuracy"].idxmax()]
@@ -156,7 +168,7 @@ def learning_curves(history: pd.DataFrame, config: dict | None = None, title: st
         ax.plot(epochs, history[f"val_{metric}"], marker=marker, label=labels[metric][1])
         ax.axvline(best, color="grey", linestyle="--", label=f"best epoch ({best})")
         if len(epochs) < planned:
-            ax.axvspan(len(epochs) + 0.5, planned, color="0.9", label=f"planned, not run ({len(epochs)} of {planned})")
+            ax.axvspan(len(epochs) + 0.5, planned, color="0.9", label=_not_run(len(epochs), planned, state))
         ax.set(xlabel="epoch", ylabel=metric, title=f"{metric.capitalize()} per epoch", xlim=(0.5, planned + 0.5))
     axes[1].axhline(1 / len(CLASSES), color="black", linestyle=":", label="chance (1/7)")
     for ax in axes:
@@ -244,8 +256,10 @@ def tta_gain_curve(curves: dict[str, np.ndarray], plain: dict[str, float], image
 
 
 def per_class_gain(gains: pd.DataFrame, title: str):
-    """Change of recall per class (points) from each TTA variant, with paired 95% intervals:
-    ``gains`` has one row per class and, per variant, columns ``(variant, "gain" | "low" | "high")``."""
+    """Difference of recall per class (points) of each comparison (a TTA variant against plain
+    predictions, or one model against another), with paired 95% intervals: ``gains`` is a
+    :func:`fer_utils.scoring.recall_gain_table`, a row per class and columns
+    ``(comparison, "gain" | "low" | "high")``."""
     variants = list(dict.fromkeys(gains.columns.get_level_values(0)))
     fig, ax = plt.subplots(figsize=(9, 4))
     width = 0.8 / len(variants)
@@ -256,7 +270,7 @@ def per_class_gain(gains: pd.DataFrame, title: str):
                yerr=[part["gain"] - part["low"], part["high"] - part["gain"]], capsize=3)
     ax.axhline(0, color="grey", linewidth=1)
     ax.set_xticks(x, gains.index)
-    ax.set(xlabel="class", ylabel="recall change (points)", title=title)
+    ax.set(xlabel="class", ylabel="recall difference (points)", title=title)
     ax.legend(title="error bars: paired 95% interval", title_fontsize=8, fontsize=8)
     return fig
 
@@ -281,6 +295,8 @@ def reliability_diagram(bins: dict[str, pd.DataFrame], ece: dict[str, float], ti
 def gradcam_grid(images, heatmaps, titles, title: str):
     """Each greyscale image with its Grad-CAM map laid over it, and the map's colour bar; as
     many columns (4 to 8) as fill every row when such a number exists."""
+    if not len(images):
+        raise ValueError("Grad-CAM grid: no images to draw")
     columns = next((c for c in range(8, 3, -1) if len(images) % c == 0), min(6, len(images)))
     rows = max(1, int(np.ceil(len(images) / columns)))
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.6 + 1, rows * 1.9 + 0.5), squeeze=False,

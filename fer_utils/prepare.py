@@ -80,6 +80,15 @@ class Prepared:
         """The FER2013 usages of the test split, PublicTest first."""
         return [u for u in TEST_USAGES if ((self.split == "test") & (self.usage == u)).any()]
 
+    def scored_usages(self, wanted) -> list[str]:
+        """The usages of ``wanted`` that the test split has, in its order; a named error when
+        there is none (nothing to score)."""
+        usages = [u for u in wanted if u in self.test_usages()]
+        if not usages:
+            raise DataError(f"no test images of {', '.join(wanted) or 'any usage'}; this data has test usages: "
+                            f"{', '.join(self.test_usages()) or 'none'}")
+        return usages
+
     def split_table(self) -> pd.DataFrame:
         """Images per split (each test usage apart) and class, with totals."""
         rows = np.where(self.split == "test", np.char.add("test: ", self.usage.astype(str)), self.split)

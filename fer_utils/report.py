@@ -11,13 +11,16 @@ import markdown
 import numpy as np
 
 from fer_utils import CLASSES
-from fer_utils.findings import CHAPTERS, chapter_findings
+from fer_utils.findings import CHAPTERS, chapter_findings, percent, with_interval
 from fer_utils.runs import (
     DISCUSSION,
     FER_PACKAGE,
+    FIGURES_DIR,
     MANIFEST,
     METRICS,
     PREPARED,
+    REPORT_HTML,
+    REPORT_MD,
     TRAIN_CONFIG,
     TRAINING,
     model_dir,
@@ -31,10 +34,6 @@ SEED_REPORT = {"validation accuracy": 0.628, "test accuracy with TTA": 0.6435}
 SEED_CONFUSION = [[507, 65, 53, 30, 180, 111, 14], [11, 90, 4, 1, 3, 2, 0], [161, 26, 346, 45, 162, 203, 75],
                   [31, 8, 20, 1569, 114, 46, 37], [47, 5, 26, 98, 914, 115, 11], [125, 30, 83, 44, 305, 541, 11],
                   [38, 7, 84, 38, 42, 8, 580]]
-
-CHAPTER_TITLES = {"01": "Exploratory data analysis", "02": "Preprocessing", "03": "Models",
-                  "03b": "Learning rate x batch size", "04": "Training", "05": "Test-time augmentation",
-                  "06": "Confusion analysis"}
 
 #: Figure name (its start) -> caption, and the reading: a fixed sentence, or the index of the
 #: chapter's finding that reads it (a string naming a model picks that model's finding).
@@ -62,6 +61,8 @@ FIGURES = {
     "06_confusion_counts": ("Confusion matrix in counts (rows: true class).", 1),
     "06_confusion_normalized": ("Confusion matrix normalised by true class: recall on the diagonal.", 0),
     "06_per_class_scores": ("Precision, recall and F1 of each class.", 0),
+    "06_beside_seed_cnn": ("Recall per class of the analysed model minus that of the seed CNN beside it, on the "
+                           "same images (error bars: paired 95% intervals).", 3),
     "06_mistakes": ("The most confident mistakes, true -> predicted.",
                     "Read them as possible label noise where the face fits the predicted label better than "
                     "the given one."),
@@ -98,14 +99,11 @@ ETHICS = [
 
 
 def _pct(value) -> str:
-    return f"{100 * value:.2f}%"
+    return percent(value, digits=2)
 
 
 def _with_interval(value: float, interval, *, signed: bool = False) -> str:
-    """``value`` and its 95% interval in percent (points when ``signed``)."""
-    sign, unit = ("+", "") if signed else ("", "%")
-    low, high = interval
-    return f"{100 * value:{sign}.2f}{unit} [{100 * low:{sign}.1f}, {100 * high:{sign}.1f}]"
+    return with_interval(value, interval, signed=signed, digits=2)
 
 
 def _ci(result: dict, key: str) -> str:
@@ -136,7 +134,7 @@ class Run:
                         for t in self.training}
         data = self.manifest.get("data", {})
         self.synthetic = data.get("synthetic", self.prepared.get("synthetic", False))
-        self.figures = sorted((self.path / "figures").glob("*.png"))
+        self.figures = sorted((self.path / FIGURES_DIR).glob("*.png"))
 
     @property
     def parameters(self) -> dict:
@@ -354,7 +352,7 @@ def _chapters(run: Run) -> list[str]:
                          key=lambda f: next((k for k, key in enumerate(order) if f.stem.startswith(key)), len(order)))
         if not findings and not figures:
             continue
-        lines += [f"### {chapter} · {CHAPTER_TITLES[chapter]}", ""]
+        lines += [f"### {chapter} · {CHAPTERS[chapter]}", ""]
         lines += [f"- {f}" for f in findings] + ([""] if findings else [])
         for figure in figures:
             key = next((k for k in FIGURES if figure.stem.startswith(k)), None)
@@ -392,7 +390,7 @@ def write_report(run_dir) -> tuple[Path, Path]:
     by paths relative to it, so the folder renders the same wherever it is copied."""
     run = Path(run_dir)
     text = build_markdown(run)
-    md_path, html_path = run / "report.md", run / "report.html"
+    md_path, html_path = run / REPORT_MD, run / REPORT_HTML
     md_path.write_text(text + "\n")
     body = markdown.markdown(text, extensions=["tables"])
     title = html.escape(text.splitlines()[0].lstrip("# "))

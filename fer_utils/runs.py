@@ -23,6 +23,10 @@ MANIFEST, HISTORY, MODEL = "manifest.json", "history.csv", "model.keras"
 TRAIN_CONFIG, TRAIN_STATE, SPLIT = "train_config.json", "train_state.json", "split.npz"
 METRICS, TRAINING, PREPARED = "metrics.json", "training.json", "data/prepared.npz"
 FER_PACKAGE, DISCUSSION = "fer_package.json", "discussion.md"
+#: A pipeline run's folders of figures and executed notebooks, and its report.
+FIGURES_DIR, NOTEBOOKS_DIR, REPORT_MD, REPORT_HTML = "figures", "notebooks", "report.md", "report.html"
+#: The long-run plan's status table.
+STATUS = "status.md"
 #: A pipeline run's learning rate x batch sweep: its choice, and one training run per cell.
 SWEEP, SWEEP_DIR = "sweep.json", "sweep"
 #: Files a replaced run folder keeps: written by hand or by another command, not by the run.
@@ -63,6 +67,11 @@ def read_train_config(folder) -> dict:
     return read_json(Path(folder) / TRAIN_CONFIG, {})
 
 
+def read_train_state(folder) -> dict:
+    """How a training run folder stands: its ``state``, ``stop_reason``, epochs (``{}`` when not recorded)."""
+    return read_json(Path(folder) / TRAIN_STATE, {})
+
+
 def trained_models(run_dir) -> list[str]:
     """The models a pipeline run trained (``training.json``), best validation accuracy first."""
     training = read_json(Path(run_dir) / TRAINING)
@@ -70,6 +79,14 @@ def trained_models(run_dir) -> list[str]:
         raise FileNotFoundError(f"{Path(run_dir) / TRAINING}: not found or empty; run the training "
                                 f"notebook (04) for this run folder first")
     return [t["model"] for t in sorted(training, key=lambda t: -t["best val_accuracy"])]
+
+
+def beside_model(run_dir, name: str, architecture: str = "seed_cnn") -> str | None:
+    """The model of a pipeline run to put beside model ``name``: the best (by validation) other
+    run of ``architecture``, else the best other model; None when ``name`` is alone."""
+    others = [other for other in trained_models(run_dir) if other != name]
+    same = [other for other in others if read_train_config(model_dir(run_dir, other)).get("model") == architecture]
+    return (same or others or [None])[0]
 
 
 def save_atomically(path, write) -> Path:

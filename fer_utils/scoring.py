@@ -251,13 +251,18 @@ def paired_differences(studies: dict, usage: str) -> list[dict]:
     return rows
 
 
+def recall_gain_table(gains: dict[str, dict]) -> pd.DataFrame:
+    """Per-class :func:`recall_gains` of several comparisons (``{label: gains}``) as one table:
+    a row per class, columns ``(label, "gain" | "low" | "high")`` (the paired 95% interval)."""
+    return pd.DataFrame({(label, part): {c: (g["gain"], *g["gain_ci"])[k] if g else np.nan for c, g in by_class.items()}
+                         for label, by_class in gains.items() for k, part in enumerate(("gain", "low", "high"))})
+
+
 def per_class_gain(study: dict) -> pd.DataFrame:
-    """Change of recall per class (rows) from random and deterministic TTA, from one
-    :func:`tta_study`: columns ``(variant, "gain" | "low" | "high")``, the paired 95% interval."""
+    """Change of recall per class from random and deterministic TTA, from one
+    :func:`tta_study`, as a :func:`recall_gain_table`."""
     names = {"tta_random": "random TTA", "tta_deterministic": "deterministic TTA"}
-    return pd.DataFrame({(label, part): {c: (g["gain"], *g["gain_ci"])[k] if g else np.nan
-                                         for c, g in study[variant]["recall_gain"].items()}
-                         for variant, label in names.items() for k, part in enumerate(("gain", "low", "high"))})
+    return recall_gain_table({label: study[variant]["recall_gain"] for variant, label in names.items()})
 
 
 def confident_mistakes(labels, proba, n: int) -> np.ndarray:

@@ -39,6 +39,7 @@ from fer_utils.runs import (
     read_history,
     read_json,
     read_manifest,
+    read_train_state,
     save_atomically,
     write_json,
     write_manifest,
@@ -467,6 +468,6 @@ def train_run(data, out, config: TrainConfig, *, val_fraction: float = 0.2, drop
             notify("NOTE: training on SYNTHETIC data, not FER2013")
         train(prepared, config, run_dir, resume=resume)
         history = read_history(run_dir)
-        figure = learning_curves(history, asdict(config), f"Learning curves: {config.model}")
+        figure = learning_curves(history, asdict(config), f"Learning curves: {config.model}", read_train_state(run_dir))
         save_fig(figure, "learning_curves", run_dir, synthetic=dataset.synthetic)
     return {**summarize_history(history), "model": str(model_path(run_dir))}

@@ -2,8 +2,8 @@ import pandas as pd
 import pytest
 
 from fer_utils import CLASSES
-from fer_utils.findings import CHAPTERS, chapter_findings, findings_markdown
-from fer_utils.runs import model_dir, update_metrics, write_json
+from fer_utils.findings import CHAPTERS, chapter_findings, findings_markdown, percent, with_interval
+from fer_utils.runs import model_dir, read_json, update_metrics, write_json
 
 
 def score(accuracy, **extra):
@@ -59,12 +59,20 @@ def test_every_chapter_reads_its_numbers_from_the_run_folder(tmp_path):
         "batch 32, but 1 other cell(s) lie within its 95% interval (±5.9 points): the grid does not separate them.")
     assert found["04"] == ["`seed_cnn`: best validation accuracy 55.0% at epoch 2 of 3 (12 minutes); training "
                            "accuracy 60.0% at that epoch."]
-    assert found["05"] == ["`seed_cnn` on PublicTest: 50.0% [45.0%, 55.0%] plain, 52.0% [47.0%, 57.0%] with "
-                           "random TTA (+2.0 points [+1.0, +3.0]), 49.0% [44.0%, 54.0%] with deterministic TTA "
-                           "(-1.0 points [-2.0, +0.0])."]
+    assert found["05"] == ["`seed_cnn` on PublicTest: 50.0% [45.0, 55.0] plain, 52.0% [47.0, 57.0] with "
+                           "random TTA (+2.0 [+1.0, +3.0] points), 49.0% [44.0, 54.0] with deterministic TTA "
+                           "(-1.0 [-2.0, +0.0] points)."]
     assert found["06"] == ["`seed_cnn` on PublicTest: recall from 20.0% (fear) to 90.0% (happy).",
                            "The most frequent confusion: fear taken for sad (7 images, 35.0% of fear).",
                            "Expected calibration error 0.041."]
+    gains = {c: {"gain": 0.0, "gain_ci": [-0.1, 0.1]} for c in CLASSES} | {
+        "fear": {"gain": 0.12, "gain_ci": [0.05, 0.2]}, "sad": {"gain": -0.08, "gain_ci": [-0.15, -0.01]},
+        "disgust": None}
+    update_metrics(tmp_path, "analysis", {**read_json(tmp_path / "metrics.json")["analysis"], "beside": {
+        "model": "seed-cnn", "gain": 0.031, "gain_ci": [0.012, 0.05], "recall_gain": gains}})
+    assert chapter_findings(tmp_path, "06")[3] == (
+        "Beside `seed-cnn`, on the same images: +3.1 [+1.2, +5.0] points of accuracy; the recall difference per "
+        "class runs from +12.0 [+5.0, +20.0] points (fear) to -8.0 [-15.0, -1.0] points (sad).")
 
 
 def test_chapters_without_files_have_no_findings_and_unknown_chapters_are_named(tmp_path):
@@ -79,3 +87,10 @@ def test_findings_markdown_is_a_list_under_a_heading(tmp_path):
     text = findings_markdown(tmp_path, "02")
     assert text.startswith("**Findings** (generated from this run's files)\n\n- Splits after filtering")
     assert text.count("\n- ") == 2
+
+
+def test_percentages_and_intervals_read_the_same_everywhere():
+    assert percent(0.61274) == "61.3%" and percent(0.61274, digits=2) == "61.27%"
+    assert with_interval(0.6127, [0.601, 0.625]) == "61.3% [60.1, 62.5]"
+    assert with_interval(0.0137, [0.004, 0.024], signed=True, digits=2) == "+1.37 [+0.4, +2.4]"
+    assert list(CHAPTERS)[0] == "01" and CHAPTERS["06"] == "Confusion analysis"

@@ -14,7 +14,7 @@ import yaml
 
 from fer_utils import OptionError
 from fer_utils.config import SEED_AUGMENTATION, TrainConfig
-from fer_utils.long_runs import load_plan, plan_differences, train_args
+from fer_utils.long_runs import load_plan, next_run, plan_differences, train_args
 from fer_utils.runs import RunLock
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,3 +113,13 @@ def test_plan_changes_to_a_started_run_are_named(tmp_path):
     assert plan_differences(entry, tmp_path) == [] and plan_differences(entry, tmp_path / "none") == []
     changed = {**entry, "epochs": 50, "learning_rate": 0.5, "seed": 3}
     assert plan_differences(changed, tmp_path) == ["learning_rate", "seed"]
+
+
+def test_the_plan_is_read_again_before_each_run(repo):
+    runs = repo / "runs"
+    (runs / "a").mkdir(parents=True)
+    (runs / "a" / "train_state.json").write_text(json.dumps({"state": "early_stopped"}))
+    plan = write_plan(repo, [{"name": "a", **TINY}, {"name": "b", **TINY}])
+    assert next_run(plan, runs, set())["name"] == "b" and next_run(plan, runs, {"b"}) is None
+    plan = write_plan(repo, [{"name": "a", **TINY}, {"name": "c", **TINY}, {"name": "b", **TINY}])
+    assert next_run(plan, runs, {"b"})["name"] == "c"

@@ -10,8 +10,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from fer_utils import pipeline
 from fer_utils.cli import main
-from fer_utils.pipeline import PipelineError, notebook_paths, run_pipeline
+from fer_utils.pipeline import PipelineError, load_profile, notebook_paths, run_pipeline
 from fer_utils.runs import RunExistsError
 
 from .test_report import SECTIONS
@@ -123,3 +124,15 @@ def test_unknown_profile_is_a_clean_cli_error(capsys):
     with pytest.raises(SystemExit):
         main(["pipeline", "--profile", "huge"])
     assert "invalid choice: 'huge'" in capsys.readouterr().err
+
+
+def test_a_profile_key_that_no_notebook_reads_is_named(tmp_path, monkeypatch):
+    real = pipeline.shipped
+    monkeypatch.setattr(pipeline, "shipped", lambda folder, package: tmp_path if folder == "configs"
+                        else real(folder, package))
+    (tmp_path / "smoke.yaml").write_text("seed: 0\nsynthetic: {n_train: 10}\ntta_copies: 10\n")
+    with pytest.raises(ValueError, match=r"smoke\.yaml: unknown key\(s\) tta_copies; no notebook declares them "
+                                         r"\(known: .*tta_n"):
+        load_profile("smoke")
+    (tmp_path / "smoke.yaml").write_text("seed: 0\nsynthetic: {n_train: 10}\ntta_n: 10\n")
+    assert load_profile("smoke") == {"seed": 0, "synthetic": {"n_train": 10}, "tta_n": 10}

@@ -4,6 +4,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import pytest
 
 from fer_utils import plots
 from fer_utils.data import Dataset
@@ -48,6 +49,8 @@ def test_gradcam_grid_fills_its_rows_and_has_a_colour_bar():
     assert len(panels) == 14 and len([ax for ax in fig.axes if ax.get_title() == ""]) == 1  # the colour bar
     assert fig.axes[-1].get_ylabel().startswith("Grad-CAM: evidence")
     assert len({ax.get_position().x0 for ax in panels}) == 7
+    with pytest.raises(ValueError, match="Grad-CAM grid: no images to draw"):
+        plots.gradcam_grid(images[:0], maps[:0], [], title="Grad-CAM")
 
 
 def test_save_fig_marks_synthetic_figures_in_their_title(tmp_path):
@@ -65,11 +68,17 @@ def test_learning_curves_say_which_loss_is_which_and_show_chance_and_planned_epo
     loss, accuracy = fig.axes
     labels = [t.get_text() for t in loss.get_legend().get_texts()]
     assert labels[:2] == ["train (class-weighted, smoothing 0.1)", "validation (unweighted, smoothing 0.1)"]
-    assert "best epoch (2)" in labels and "planned, not run (3 of 10)" in labels
+    assert "best epoch (2)" in labels and "planned, not run yet (3 of 10)" in labels
     assert "chance (1/7)" in [t.get_text() for t in accuracy.get_legend().get_texts()]
     assert accuracy.get_xlim() == (0.5, 10.5)
     plain = [t.get_text() for t in plots.learning_curves(history).axes[0].get_legend().get_texts()]
     assert plain[0] == "train" and not any("planned" in label for label in plain)
+    with pytest.raises(ValueError, match="at least one epoch; the history is empty"):
+        plots.learning_curves(history.iloc[:0])
+    state = {"state": "early_stopped", "stop_reason": "no better val_accuracy in 1 epochs"}
+    stopped = plots.learning_curves(history, {"epochs": 10}, state=state)
+    assert ("not run: early stopping after 3 of 10 (no better val_accuracy in 1 epochs)"
+            in [t.get_text() for t in stopped.axes[0].get_legend().get_texts()])
 
 
 def test_sweep_heatmap_starts_its_scale_at_the_majority_baseline_and_outlines_the_choice():

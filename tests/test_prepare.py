@@ -20,6 +20,9 @@ def test_prepare_drops_blanks_and_splits_training(dataset):
     assert len(prepared.images) == len(dataset) - 12
     assert prepared.splits() == ["train", "val", "test"]
     assert prepared.test_usages() == ["PublicTest", "PrivateTest"]
+    assert prepared.scored_usages(["PrivateTest", "Training", "PublicTest"]) == ["PrivateTest", "PublicTest"]
+    with pytest.raises(DataError, match="no test images of Public; this data has test usages: PublicTest, PrivateTest"):
+        prepared.scored_usages(["Public"])
     assert set(prepared.usage[prepared.split != "test"]) == {"Training"}
     assert (prepared.split == "test").sum() == len(prepared.arrays("test", "PublicTest")[0]) * 2
     train, val = (prepared.split == "train").sum(), (prepared.split == "val").sum()

@@ -151,6 +151,19 @@ def test_trained_models_best_first_and_a_named_error_before_training(tmp_path):
     assert runs.model_dir(tmp_path) == tmp_path and not list(tmp_path.glob(".tmp-*"))
 
 
+def test_beside_model_is_the_best_other_run_of_the_architecture_else_the_runner_up(tmp_path):
+    runs.write_json(tmp_path / runs.TRAINING, [{"model": m, "best val_accuracy": v} for m, v in
+                                               (("wide", 0.7), ("seed-a", 0.6), ("seed-b", 0.65), ("res", 0.68))])
+    for name, architecture in (("wide", "vgg_gap"), ("seed-a", "seed_cnn"), ("seed-b", "seed_cnn"), ("res", "res_gap")):
+        runs.model_dir(tmp_path, name).mkdir(parents=True)
+        runs.write_json(runs.model_dir(tmp_path, name) / runs.TRAIN_CONFIG, {"model": architecture})
+    assert runs.beside_model(tmp_path, "wide") == "seed-b"
+    assert runs.beside_model(tmp_path, "seed-b") == "seed-a"
+    assert runs.beside_model(tmp_path, "wide", architecture="mobilenet") == "res"
+    runs.write_json(tmp_path / runs.TRAINING, [{"model": "wide", "best val_accuracy": 0.7}])
+    assert runs.beside_model(tmp_path, "wide") is None
+
+
 def test_changes_inside_the_run_folder_being_written_do_not_make_the_commit_dirty():
     root = Path(runs.__file__).resolve().parent.parent
     commit = runs.git_commit()

@@ -8,6 +8,7 @@ from fer_utils.scoring import (
     expected_calibration_error,
     most_confused,
     per_class_table,
+    recall_gain_table,
     recall_gains,
     recall_interval,
     reliability,
@@ -112,3 +113,8 @@ def test_recall_gains_are_paired_per_class():
     assert gains["angry"]["gain"] == pytest.approx(0.5) and gains["disgust"]["gain"] == pytest.approx(-0.2)
     assert gains["angry"]["gain_ci"][0] <= 0.5 <= gains["angry"]["gain_ci"][1]
     assert gains["fear"] is None and gains["happy"] is None
+    table = recall_gain_table({"new - base": gains, "base - base": recall_gains(labels, base, base)})
+    assert table.index.tolist() == list(CLASSES) and table.columns.tolist()[:3] == [
+        ("new - base", "gain"), ("new - base", "low"), ("new - base", "high")]
+    assert table.loc["angry", ("new - base", "gain")] == pytest.approx(0.5)
+    assert table.loc["angry", ("base - base", "gain")] == 0 and np.isnan(table.loc["fear", ("new - base", "low")])
