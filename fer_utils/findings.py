@@ -115,7 +115,20 @@ def _tta(run: Path, metrics: dict) -> list[str]:
             f"{_interval(r['tta_random'], 'accuracy')} with random TTA{_points(r['tta_random'])}, "
             f"{_interval(r['tta_deterministic'], 'accuracy')} with deterministic TTA"
             f"{_points(r['tta_deterministic'])}."
-            for name, by_usage in metrics.get("models", {}).items() for usage, r in by_usage.items()]
+            for name, by_usage in metrics.get("models", {}).items()
+            for usage, r in by_usage.items()] + _ensemble(metrics)
+
+
+def _ensemble(metrics: dict) -> list[str]:
+    ensemble = metrics.get("ensemble")
+    if not ensemble:
+        return []
+    members = ", ".join(f"`{m}`" for m in ensemble["members"])
+    return [f"The ensemble of {members} on {usage}: {_interval(r['plain'], 'accuracy')} plain, "
+            f"{_interval(r['tta_random'], 'accuracy')} with random TTA; over its best member "
+            f"{_difference(r['plain']['gain_over_best_member'])} plain, "
+            f"{_difference(r['tta_random']['gain_over_best_member'])} with random TTA."
+            for usage, r in ensemble["scores"].items()]
 
 
 def _analysis(run: Path, metrics: dict) -> list[str]:

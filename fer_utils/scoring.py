@@ -159,10 +159,36 @@ def tta_study(model, images: np.ndarray, labels: np.ndarray, *, n: int = 10, max
     copies = tta_copies(model, images, max(n, max_copies), mode="random", seed=seed)
     proba = {"plain": predict_proba(model, images), "tta_random": copies[:n].mean(axis=0),
              "tta_deterministic": tta_predict(model, images, len(DETERMINISTIC_VIEWS), mode="deterministic")}
-    return {"plain": score(labels, proba["plain"], seed=seed, usage=usage),
-            **{name: tta_score(labels, proba["plain"], proba[name], seed=seed, usage=usage) for name in VARIANTS[1:]},
+    return {**_variant_scores(labels, proba, seed=seed, usage=usage),
             "accuracy_by_copies": accuracy_by_copies(copies[:max_copies], labels).round(5).tolist(),
             "labels": np.asarray(labels), "proba": proba}
+
+
+def _variant_scores(labels, proba: dict, **score_options) -> dict:
+    """:func:`score` of the plain probabilities and :func:`tta_score` of each TTA variant."""
+    return {"plain": score(labels, proba["plain"], **score_options),
+            **{name: tta_score(labels, proba["plain"], proba[name], **score_options) for name in VARIANTS[1:]}}
+
+
+def ensemble_study(studies: dict, usage: str, members=None, *, seed: int = 0) -> dict:
+    """The ensemble of ``members`` (default: all) of ``{model: {usage: tta_study}}``: the mean
+    of their probabilities, plain and with each TTA variant, scored like a :func:`tta_study`;
+    each variant adds the paired ``gain_over_best_member`` (over the member most accurate in
+    that variant). Also ``members``, ``labels`` and ``proba``."""
+    members = list(members or studies)
+    if len(members) < 2:
+        raise ValueError(f"an ensemble needs at least two models; got {', '.join(members) or 'none'}")
+    unknown = [m for m in members if usage not in studies.get(m, {})]
+    if unknown:
+        raise ValueError(f"no {usage} study of {', '.join(unknown)}; have: {', '.join(studies)}")
+    parts = [studies[m][usage] for m in members]
+    labels = parts[0]["labels"]
+    proba = {v: np.mean([part["proba"][v] for part in parts], axis=0) for v in VARIANTS}
+    result = _variant_scores(labels, proba, seed=seed, usage=usage)
+    for v in VARIANTS:
+        result[v]["gain_over_best_member"] = _gain_over_best(
+            labels, [part["proba"][v] for part in parts], [part[v] for part in parts], proba[v], seed)
+    return {**result, "members": members, "labels": labels, "proba": proba}
 
 
 def study_scores(studies: dict) -> dict:
@@ -179,6 +205,23 @@ def study_table(studies: dict) -> pd.DataFrame:
             for name, by_usage in study_scores(studies).items() for usage, by_variant in by_usage.items()
             for variant, r in by_variant.items()]
     return pd.DataFrame(rows).set_index(["model", "usage", "variant"])
+
+
+def ensemble_scores(ensembles: dict) -> dict:
+    """What ``metrics.json`` keeps of ``{usage: ensemble_study}``: the ``members`` and the
+    ``scores`` ``{usage: {variant: score}}``, each with its ``gain_over_best_member``."""
+    members = next(iter(ensembles.values()))["members"]
+    return {"members": members, "scores": study_scores({"ensemble": ensembles})["ensemble"]}
+
+
+def ensemble_table(ensembles: dict) -> pd.DataFrame:
+    """:func:`study_table` of ``{usage: ensemble_study}`` with the paired accuracy gain over
+    the best member (points, 95% interval) of each usage and variant."""
+    table = study_table({"ensemble": ensembles}).droplevel("model")
+    gains = {(usage, v): e[v]["gain_over_best_member"] for usage, e in ensembles.items() for v in VARIANTS}
+    table["gain over best member (points)"] = [round(100 * gains[key]["gain"], 2) for key in table.index]
+    table["gain 95% CI"] = [[round(100 * x, 2) for x in gains[key]["gain_ci"]] for key in table.index]
+    return table
 
 
 def default_usage(dataset: Dataset) -> str:

@@ -62,6 +62,12 @@ def test_every_chapter_reads_its_numbers_from_the_run_folder(tmp_path):
     assert found["05"] == ["`seed_cnn` on PublicTest: 50.0% [45.0, 55.0] plain, 52.0% [47.0, 57.0] with "
                            "random TTA (+2.0 [+1.0, +3.0] points), 49.0% [44.0, 54.0] with deterministic TTA "
                            "(-1.0 [-2.0, +0.0] points)."]
+    best = {"gain_over_best_member": {"gain": 0.015, "gain_ci": [0.002, 0.03]}}
+    update_metrics(tmp_path, "ensemble", {"members": ["seed_cnn", "vgg_gap"], "scores": {"PublicTest": {
+        "plain": score(0.6, **best), "tta_random": score(0.62, **best)}}})
+    assert chapter_findings(tmp_path, "05")[1] == (
+        "The ensemble of `seed_cnn`, `vgg_gap` on PublicTest: 60.0% [55.0, 65.0] plain, 62.0% [57.0, 67.0] with "
+        "random TTA; over its best member +1.5 [+0.2, +3.0] points plain, +1.5 [+0.2, +3.0] points with random TTA.")
     assert found["06"] == ["`seed_cnn` on PublicTest: recall from 20.0% (fear) to 90.0% (happy).",
                            "The most frequent confusion: fear taken for sad (7 images, 35.0% of fear).",
                            "Expected calibration error 0.041."]

@@ -8,13 +8,15 @@ import sys
 import time
 from pathlib import Path
 
+import keras
 import pandas as pd
 import pytest
 import yaml
 
 from fer_utils import OptionError
 from fer_utils.config import SEED_AUGMENTATION, TrainConfig
-from fer_utils.long_runs import load_plan, next_run, plan_differences, train_args
+from fer_utils.long_runs import load_plan, next_run, plan_differences, publish_model, train_args
+from fer_utils.models import build_model
 from fer_utils.runs import RunLock
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,3 +125,16 @@ def test_the_plan_is_read_again_before_each_run(repo):
     assert next_run(plan, runs, set())["name"] == "b" and next_run(plan, runs, {"b"}) is None
     plan = write_plan(repo, [{"name": "a", **TINY}, {"name": "c", **TINY}, {"name": "b", **TINY}])
     assert next_run(plan, runs, {"b"})["name"] == "c"
+
+
+def test_a_model_over_the_size_limit_is_published_as_a_bfloat16_export(tmp_path):
+    source = tmp_path / "model.keras"
+    build_model("vgg_gap", widths=(16, 32), convs=(1, 1)).save(source)
+    assert publish_model(source, tmp_path / "copy.keras") == "float32"
+    assert (tmp_path / "copy.keras").read_bytes() == source.read_bytes()
+    assert publish_model(source, tmp_path / "small.keras", max_bytes=1000) == "bfloat16"
+    exported = keras.models.load_model(tmp_path / "small.keras")
+    assert exported.layers[1].dtype_policy.name == "bfloat16" and exported.layers[-1].dtype_policy.name == "float32"
+    written = (tmp_path / "small.keras").stat().st_mtime_ns
+    assert publish_model(source, tmp_path / "small.keras", max_bytes=1000) == "bfloat16"
+    assert (tmp_path / "small.keras").stat().st_mtime_ns == written  # not exported again

@@ -55,7 +55,7 @@ def test_smoke_run_writes_figures_as_png_and_pdf(smoke_run):
     assert {"01_class_counts", "01_samples_Training", "02_augmentation_preview",
             "03b_sweep_heatmap", "04_learning_curves_seed_cnn", "04_learning_curves_vgg_gap",
             "05_tta_gain_by_copies", "05_tta_gain_per_class", "06_confusion_counts", "06_confusion_normalized",
-            "06_per_class_scores", "06_mistakes", "06_reliability", "06_gradcam"} <= pngs
+            "06_per_class_scores", "06_beside_seed_cnn", "06_mistakes", "06_reliability", "06_gradcam"} <= pngs
 
 
 def test_smoke_run_manifest_and_hand_over_files(smoke_run):
@@ -75,7 +75,11 @@ def test_smoke_run_ends_with_metrics_and_report(smoke_run):
     assert set(metrics["models"]["vgg_gap"]) == {"PublicTest", "PrivateTest"}
     assert set(metrics["models"]["vgg_gap"]["PublicTest"]) == {"plain", "tta_random", "tta_deterministic"}
     assert metrics["analysis"]["split"] == "PublicTest" and len(metrics["analysis"]["most_confused"]) == 5
-    assert set(metrics) == {"data", "model_costs", "models", "comparisons", "analysis"}
+    assert set(metrics) == {"data", "model_costs", "models", "comparisons", "ensemble", "analysis"}
+    assert metrics["ensemble"]["members"] == ["seed_cnn", "vgg_gap"]
+    assert set(metrics["ensemble"]["scores"]) == {"PublicTest", "PrivateTest"}
+    analysed, beside = metrics["analysis"]["model"], metrics["analysis"]["beside"]["model"]
+    assert {analysed, beside} == {"seed_cnn", "vgg_gap"}
     report = (smoke_run / "report.md").read_text()
     assert report.startswith("# FER report (synthetic data, not FER2013)") and "64.35%" in report
     assert [line for line in report.splitlines() if line in SECTIONS] == SECTIONS

@@ -49,6 +49,18 @@ def test_report_has_every_section_tables_and_captioned_inline_figures(tmp_path):
     assert text.index("### 01 · Exploratory") < text.index("### 04 · Training") < text.index("## Limitations")
 
 
+def test_the_ensemble_is_a_results_table_with_its_gain_over_the_best_member(tmp_path):
+    make_run(tmp_path, synthetic=False)
+    assert "### Ensemble" not in build_markdown(tmp_path)
+    gain = {"gain_over_best_member": {"gain": 0.012, "gain_ci": [-0.003, 0.027]}}
+    update_metrics(tmp_path, "ensemble", {"members": ["vgg_gap", "seed_cnn"], "scores": {"PublicTest": {
+        "plain": {**fake_score(0.63), **gain}, "tta_random": {**fake_score(0.65), **gain}}}})
+    text = build_markdown(tmp_path)
+    assert "The mean of the probabilities of `vgg_gap`, `seed_cnn`, scored like a model" in text
+    assert "| PublicTest | random TTA | 65.00% [60.0, 70.0] | 55.00% [50.0, 60.0] | +1.20 [-0.3, +2.7] |" in text
+    assert text.index("### Ensemble") < text.index("## The seed report")
+
+
 def test_every_image_and_link_of_the_html_resolves_inside_the_run_folder(tmp_path):
     make_run(tmp_path, synthetic=False)
     _, html_path = write_report(tmp_path)

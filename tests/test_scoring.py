@@ -5,6 +5,9 @@ from fer_utils import CLASSES
 from fer_utils.scoring import (
     accuracy_gain,
     confident_mistakes,
+    ensemble_scores,
+    ensemble_study,
+    ensemble_table,
     expected_calibration_error,
     most_confused,
     per_class_table,
@@ -118,3 +121,36 @@ def test_recall_gains_are_paired_per_class():
         ("new - base", "gain"), ("new - base", "low"), ("new - base", "high")]
     assert table.loc["angry", ("new - base", "gain")] == pytest.approx(0.5)
     assert table.loc["angry", ("base - base", "gain")] == 0 and np.isnan(table.loc["fear", ("new - base", "low")])
+
+
+def fake_study(labels, predicted_by_variant):
+    """A tta_study-shaped dict from one-hot predictions per variant."""
+    proba = {v: one_hot(np.asarray(p), 0.6) for v, p in predicted_by_variant.items()}
+    return {"labels": labels, "proba": proba, **{v: score(labels, proba[v]) for v in proba}}
+
+
+def test_ensemble_averages_member_probabilities_and_reports_its_gain_over_the_best_member():
+    labels = np.array([0, 1, 2, 3] * 5)
+    wrong = (labels + 1) % 7
+    a = np.where(np.arange(20) < 12, labels, wrong)   # 12 of 20 right
+    b = np.where(np.arange(20) >= 8, labels, wrong)   # 12 of 20 right, other images
+    c = np.where(np.arange(20) % 2 == 0, labels, wrong)
+    studies = {name: {"PublicTest": fake_study(labels, dict.fromkeys(("plain", "tta_random", "tta_deterministic"), p))}
+               for name, p in (("a", a), ("b", b), ("c", c))}
+    ensemble = ensemble_study(studies, "PublicTest", ["a", "b", "c"])
+    expected = (np.mean([one_hot(p, 0.6) for p in (a, b, c)], axis=0).argmax(axis=1) == labels).mean()
+    assert ensemble["plain"]["accuracy"] == pytest.approx(expected) and ensemble["members"] == ["a", "b", "c"]
+    assert ensemble["plain"]["gain_over_best_member"]["gain"] == pytest.approx(expected - 0.6)
+    assert ensemble["tta_random"]["gain"] == 0 and ensemble["proba"]["plain"].shape == (20, 7)
+    assert ensemble_study(studies, "PublicTest")["members"] == ["a", "b", "c"]
+    kept = ensemble_scores({"PublicTest": ensemble})
+    assert kept["members"] == ["a", "b", "c"] and set(kept["scores"]["PublicTest"]) == {
+        "plain", "tta_random", "tta_deterministic"}
+    assert "proba" not in kept["scores"]["PublicTest"]["plain"]
+    table = ensemble_table({"PublicTest": ensemble})
+    assert table.index.tolist() == [("PublicTest", v) for v in ("plain", "tta_random", "tta_deterministic")]
+    assert table["gain over best member (points)"].tolist() == [round(100 * (expected - 0.6), 2)] * 3
+    with pytest.raises(ValueError, match="an ensemble needs at least two models; got a"):
+        ensemble_study(studies, "PublicTest", ["a"])
+    with pytest.raises(ValueError, match="no PrivateTest study of a, b; have: a, b, c"):
+        ensemble_study(studies, "PrivateTest", ["a", "b"])
