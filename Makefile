@@ -70,6 +70,7 @@ lab: venv
 	$(VENV)/bin/jupyter lab notebooks
 
 # The shipped model from a run folder: make default-model RUN=runs/NAME [PRECISION=bfloat16]
+# (from runs/NAME, the trained float32 model: reports/long-runs/ holds bfloat16 exports of models over 16 MB)
 PRECISION ?= float32
 default-model: venv
 	$(PY) -m fer_utils export $(RUN)/model.keras fer_utils/default_model/model.keras --precision $(PRECISION) --force

@@ -149,16 +149,19 @@ def _analysis(run: Path, metrics: dict) -> list[str]:
 
 
 def _beside(analysis: dict) -> list[str]:
-    """The analysed model against the model beside it: accuracy and the classes whose recall
-    differs most, with paired intervals."""
+    """The analysed model minus the model beside it: accuracy, and the range of the per-class
+    recall differences, with paired intervals."""
     beside = analysis.get("beside")
     if not beside:
         return []
+    line = f"`{analysis['model']}` minus `{beside['model']}`, on the same images: {_difference(beside)} of accuracy"
     gains = {c: g for c, g in beside["recall_gain"].items() if g}
-    most, least = max(gains, key=lambda c: gains[c]["gain"]), min(gains, key=lambda c: gains[c]["gain"])
-    return [f"Beside `{beside['model']}`, on the same images: {_difference(beside)} of accuracy; the recall "
-            f"difference per class runs from {_difference(gains[most])} ({most}) to {_difference(gains[least])} "
-            f"({least})."]
+    most = max(gains, key=lambda c: gains[c]["gain"], default=None)
+    least = min(gains, key=lambda c: gains[c]["gain"], default=None)
+    if most is not None and gains[most]["gain"] != gains[least]["gain"]:
+        line += (f"; recall per class from {_difference(gains[most])} ({most}) to {_difference(gains[least])} "
+                 f"({least})")
+    return [line + "."]
 
 
 READERS = dict(zip(CHAPTERS, (_eda, _preprocessing, _models, _sweep, _training, _tta, _analysis)))

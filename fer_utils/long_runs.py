@@ -157,17 +157,26 @@ def run_state(run_dir: Path) -> str:
     return "interrupted" if run_dir.exists() else "not started"
 
 
-def next_run(plan_file, runs_dir, tried) -> dict | None:
-    """The first run of the plan, read afresh, that is unfinished and not in ``tried``: runs
-    added to the plan or reordered while another one trains are picked up."""
-    return next((entry for entry in load_plan(plan_file).runs if entry["name"] not in tried
+def next_run(plan: Plan, runs_dir, tried) -> dict | None:
+    """The first run of ``plan`` that is unfinished and not in ``tried``."""
+    return next((entry for entry in plan.runs if entry["name"] not in tried
                  and run_state(Path(runs_dir) / entry["name"]) not in DONE), None)
+
+
+def reread_plan(plan_file, plan: Plan, log=print) -> Plan:
+    """The plan file read again (runs added or reordered while another one trained are picked
+    up); ``plan``, the last good one, when the file cannot be read now (an edit half-saved)."""
+    try:
+        return load_plan(plan_file)
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        log(f"{plan_file}: unreadable now ({error}); going on with the plan as last read")
+        return plan
 
 
 def run_plan(plan_file, runs_dir=None, log=print) -> int:
     """Train every unfinished run of the plan in order, each from its pinned code, reading the
-    plan again before each run (:func:`next_run`); returns how many failed. A run that fails
-    is logged and the next one goes on."""
+    plan again before each run (:func:`reread_plan`); returns how many failed. A run that
+    fails is logged and the next one goes on."""
     plan = load_plan(plan_file)
     runs_dir = plan.runs_dir(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -176,7 +185,7 @@ def run_plan(plan_file, runs_dir=None, log=print) -> int:
             log(f"{entry['name']}: {run_state(runs_dir / entry['name'])}, skipped")
     failures, tried = 0, set()
     with RunLock(runs_dir):
-        while (entry := next_run(plan_file, runs_dir, tried)) is not None:
+        while (entry := next_run(plan := reread_plan(plan_file, plan, log), runs_dir, tried)) is not None:
             tried.add(entry["name"])
             run_dir = runs_dir / entry["name"]
             differ = plan_differences(entry, run_dir)
@@ -278,8 +287,8 @@ def status_table(plan_file, runs_dir=None):
 
 def write_status(plan_file, out_dir, runs_dir=None) -> Path:
     """Copy each run's history, config, state, manifest and learning curves (and, once it
-    is finished, its model) into ``out_dir/<run>/`` and write ``out_dir/status.md``;
-    returns the status file."""
+    is finished, its model: :func:`publish_model`) into ``out_dir/<run>/`` and write
+    ``out_dir/status.md``; returns the status file."""
     plan = load_plan(plan_file)
     runs_dir = plan.runs_dir(runs_dir)
     out_dir = Path(out_dir)
@@ -306,17 +315,20 @@ def write_status(plan_file, out_dir, runs_dir=None) -> Path:
     return status
 
 
-def publish_model(source: Path, target: Path, max_bytes: int = MAX_MODEL_BYTES) -> str:
+def publish_model(source: Path, target: Path, max_bytes: int = MAX_MODEL_BYTES) -> str | None:
     """Publish a finished run's model: copied when at most ``max_bytes``, else written as a
-    bfloat16 export for inference; returns the precision published. A target as recent as
-    its source is left as it is."""
-    bfloat16 = source.stat().st_size > max_bytes
-    if not (target.exists() and target.stat().st_mtime == source.stat().st_mtime):
-        if bfloat16:
+    bfloat16 export for inference. A target as recent as its source and within the limit is
+    left as it is. Returns the precision published (read from the files: an export is
+    smaller than its source), None when the run has no model."""
+    if not source.exists():
+        return None
+    if not (target.exists() and target.stat().st_mtime_ns == source.stat().st_mtime_ns
+            and target.stat().st_size <= max_bytes):
+        if source.stat().st_size > max_bytes:
             from fer_utils.models import export_for_inference  # noqa: PLC0415 (keras loads only here)
             from fer_utils.predict import load_model  # noqa: PLC0415
             export_for_inference(load_model(source), "bfloat16").save(target)
-            os.utime(target, (source.stat().st_atime, source.stat().st_mtime))
+            os.utime(target, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns))
         else:
             shutil.copy2(source, target)
-    return "bfloat16" if bfloat16 else "float32"
+    return "bfloat16" if target.stat().st_size < source.stat().st_size else "float32"

@@ -9,7 +9,7 @@ from pathlib import Path
 import papermill as pm
 import yaml
 
-from fer_utils import PROFILES
+from fer_utils import PROFILES, OptionError
 from fer_utils.data import load_dataset
 from fer_utils.report import write_report
 from fer_utils.runs import FIGURES_DIR, NOTEBOOKS_DIR, RunLock, claim_run_dir, write_manifest
@@ -37,6 +37,8 @@ def shipped(folder: str, package: str) -> Path:
 
 #: Profile keys the pipeline reads itself; every other key must be a notebook parameter.
 PIPELINE_KEYS = {"synthetic"}
+#: Notebook parameters the pipeline sets itself, never from a profile.
+SET_BY_PIPELINE = {"data", "run_dir", "profile"}
 
 
 def load_profile(profile: str) -> dict:
@@ -49,8 +51,12 @@ def load_profile(profile: str) -> dict:
     declared = set(PIPELINE_KEYS).union(*(pm.inspect_notebook(str(p)) for p in notebook_paths()))
     unknown = sorted(set(config) - declared)
     if unknown:
-        raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}; no notebook declares them "
-                         f"(known: {', '.join(sorted(declared))})")
+        raise OptionError(f"{path}: unknown key(s) {', '.join(unknown)}; no notebook declares them "
+                          f"(known: {', '.join(sorted(declared - SET_BY_PIPELINE))})")
+    reserved = sorted(set(config) & SET_BY_PIPELINE)
+    if reserved:
+        raise OptionError(f"{path}: {', '.join(reserved)} cannot be set in a profile; the pipeline sets them "
+                          f"(give --data and --out instead)")
     return config
 
 

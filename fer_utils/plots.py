@@ -137,8 +137,11 @@ def _binomial_halfwidth(p, n):
 
 def _not_run(done: int, planned: int, state: dict) -> str:
     """The legend of the epochs a run did not train: stopped early (and why), or not run yet."""
+    reason = f" ({state['stop_reason']})" if state.get("stop_reason") else ""
     if state.get("state") == "early_stopped":
-        return f"not run: early stopping after {done} of {planned} ({state.get('stop_reason', '')})".replace(" ()", "")
+        return f"not run: early stopping after {done} of {planned}{reason}"
+    if state.get("state") == "time_budget":
+        return f"not run: time budget reached after {done} of {planned}{reason}"
     return f"planned, not run yet ({done} of {planned})"
 
 

@@ -83,6 +83,7 @@ class Prepared:
     def scored_usages(self, wanted) -> list[str]:
         """The usages of ``wanted`` that the test split has, in its order; a named error when
         there is none (nothing to score)."""
+        wanted = [wanted] if isinstance(wanted, str) else list(wanted)
         usages = [u for u in wanted if u in self.test_usages()]
         if not usages:
             raise DataError(f"no test images of {', '.join(wanted) or 'any usage'}; this data has test usages: "

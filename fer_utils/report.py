@@ -61,8 +61,8 @@ FIGURES = {
     "06_confusion_counts": ("Confusion matrix in counts (rows: true class).", 1),
     "06_confusion_normalized": ("Confusion matrix normalised by true class: recall on the diagonal.", 0),
     "06_per_class_scores": ("Precision, recall and F1 of each class.", 0),
-    "06_beside_seed_cnn": ("Recall per class of the analysed model minus that of the seed CNN beside it, on the "
-                           "same images (error bars: paired 95% intervals).", 3),
+    "06_beside": ("Recall per class of the analysed model minus that of the model beside it (the best other run "
+                  "of the seed CNN when there is one), on the same images (error bars: paired 95% intervals).", 3),
     "06_mistakes": ("The most confident mistakes, true -> predicted.",
                     "Read them as possible label noise where the face fits the predicted label better than "
                     "the given one."),
@@ -99,10 +99,12 @@ ETHICS = [
 
 
 def _pct(value) -> str:
+    """The report's percentages: two decimals."""
     return percent(value, digits=2)
 
 
 def _with_interval(value: float, interval, *, signed: bool = False) -> str:
+    """The report's values with intervals: two decimals."""
     return with_interval(value, interval, signed=signed, digits=2)
 
 
@@ -111,7 +113,8 @@ def _ci(result: dict, key: str) -> str:
 
 
 def _gain(result: dict) -> str:
-    """A TTA variant's paired gain over plain, in points with its interval ("-" if not recorded)."""
+    """A paired difference (``gain``, ``gain_ci``: TTA over plain, an ensemble over its best
+    member) in points with its interval ("-" if not recorded)."""
     return _with_interval(result["gain"], result["gain_ci"], signed=True) if "gain" in result else "-"
 
 
@@ -374,8 +377,8 @@ def _chapters(run: Run) -> list[str]:
             caption, spec = FIGURES.get(key, (figure.stem.replace("_", " "), ""))
             number += 1
             reading = _reading(figure.stem, spec, findings)
-            lines += [f"![{caption}](figures/{figure.name})", "",
-                      f"*Figure {number}: {caption}* {reading} ([PDF](figures/{figure.stem}.pdf))", ""]
+            lines += [f"![{caption}]({FIGURES_DIR}/{figure.name})", "",
+                      f"*Figure {number}: {caption}* {reading} ([PDF]({FIGURES_DIR}/{figure.stem}.pdf))", ""]
     return lines
 
 

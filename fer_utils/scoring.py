@@ -207,16 +207,29 @@ def study_table(studies: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["model", "usage", "variant"])
 
 
+def ensemble_studies(studies: dict, usages, members=None, *, seed: int = 0) -> dict:
+    """``{usage: ensemble_study}`` of ``members`` (default: all) of ``{model: {usage: tta_study}}``;
+    empty when fewer than two models were trained (no ensemble to make)."""
+    if len(members or studies) < 2:
+        return {}
+    return {usage: ensemble_study(studies, usage, members, seed=seed) for usage in usages}
+
+
 def ensemble_scores(ensembles: dict) -> dict:
-    """What ``metrics.json`` keeps of ``{usage: ensemble_study}``: the ``members`` and the
-    ``scores`` ``{usage: {variant: score}}``, each with its ``gain_over_best_member``."""
+    """What ``metrics.json`` keeps of :func:`ensemble_studies`: the ``members`` and the
+    ``scores`` ``{usage: {variant: score}}``, each with its ``gain_over_best_member``
+    (``{}`` without an ensemble)."""
+    if not ensembles:
+        return {}
     members = next(iter(ensembles.values()))["members"]
     return {"members": members, "scores": study_scores({"ensemble": ensembles})["ensemble"]}
 
 
 def ensemble_table(ensembles: dict) -> pd.DataFrame:
-    """:func:`study_table` of ``{usage: ensemble_study}`` with the paired accuracy gain over
-    the best member (points, 95% interval) of each usage and variant."""
+    """:func:`study_table` of :func:`ensemble_studies` with the paired accuracy gain over the
+    best member (points, 95% interval) of each usage and variant; empty without an ensemble."""
+    if not ensembles:
+        return pd.DataFrame()
     table = study_table({"ensemble": ensembles}).droplevel("model")
     gains = {(usage, v): e[v]["gain_over_best_member"] for usage, e in ensembles.items() for v in VARIANTS}
     table["gain over best member (points)"] = [round(100 * gains[key]["gain"], 2) for key in table.index]
@@ -292,6 +305,13 @@ def paired_differences(studies: dict, usage: str) -> list[dict]:
                 rows.append({"model": first, "minus": second, "usage": usage, "variant": variant,
                              "difference": gain["gain"], "difference_ci": gain["gain_ci"]})
     return rows
+
+
+def model_difference(labels, base_proba, proba, *, model: str, seed: int = 0) -> dict:
+    """``proba``'s model minus ``model`` (whose probabilities are ``base_proba``) on the same
+    images: the paired accuracy ``gain`` with its ``gain_ci`` and the ``recall_gain`` per class."""
+    return {"model": model, **accuracy_gain(labels, base_proba, proba, seed=seed),
+            "recall_gain": recall_gains(labels, base_proba, proba, seed=seed)}
 
 
 def recall_gain_table(gains: dict[str, dict]) -> pd.DataFrame:

@@ -77,8 +77,13 @@ def test_every_chapter_reads_its_numbers_from_the_run_folder(tmp_path):
     update_metrics(tmp_path, "analysis", {**read_json(tmp_path / "metrics.json")["analysis"], "beside": {
         "model": "seed-cnn", "gain": 0.031, "gain_ci": [0.012, 0.05], "recall_gain": gains}})
     assert chapter_findings(tmp_path, "06")[3] == (
-        "Beside `seed-cnn`, on the same images: +3.1 [+1.2, +5.0] points of accuracy; the recall difference per "
-        "class runs from +12.0 [+5.0, +20.0] points (fear) to -8.0 [-15.0, -1.0] points (sad).")
+        "`seed_cnn` minus `seed-cnn`, on the same images: +3.1 [+1.2, +5.0] points of accuracy; recall per class "
+        "from +12.0 [+5.0, +20.0] points (fear) to -8.0 [-15.0, -1.0] points (sad).")
+    for same in ({c: {"gain": 0.0, "gain_ci": [0.0, 0.0]} for c in CLASSES}, dict.fromkeys(CLASSES)):
+        update_metrics(tmp_path, "analysis", {**read_json(tmp_path / "metrics.json")["analysis"], "beside": {
+            "model": "seed-cnn", "gain": 0.0, "gain_ci": [0.0, 0.0], "recall_gain": same}})
+        assert chapter_findings(tmp_path, "06")[3] == (
+            "`seed_cnn` minus `seed-cnn`, on the same images: +0.0 [+0.0, +0.0] points of accuracy.")
 
 
 def test_chapters_without_files_have_no_findings_and_unknown_chapters_are_named(tmp_path):

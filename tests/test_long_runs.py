@@ -8,15 +8,13 @@ import sys
 import time
 from pathlib import Path
 
-import keras
 import pandas as pd
 import pytest
 import yaml
 
 from fer_utils import OptionError
 from fer_utils.config import SEED_AUGMENTATION, TrainConfig
-from fer_utils.long_runs import load_plan, next_run, plan_differences, publish_model, train_args
-from fer_utils.models import build_model
+from fer_utils.long_runs import load_plan, next_run, plan_differences, publish_model, reread_plan, train_args
 from fer_utils.runs import RunLock
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,13 +119,22 @@ def test_the_plan_is_read_again_before_each_run(repo):
     runs = repo / "runs"
     (runs / "a").mkdir(parents=True)
     (runs / "a" / "train_state.json").write_text(json.dumps({"state": "early_stopped"}))
-    plan = write_plan(repo, [{"name": "a", **TINY}, {"name": "b", **TINY}])
-    assert next_run(plan, runs, set())["name"] == "b" and next_run(plan, runs, {"b"}) is None
-    plan = write_plan(repo, [{"name": "a", **TINY}, {"name": "c", **TINY}, {"name": "b", **TINY}])
-    assert next_run(plan, runs, {"b"})["name"] == "c"
+    path = write_plan(repo, [{"name": "a", **TINY}, {"name": "b", **TINY}])
+    first = load_plan(path)
+    assert next_run(first, runs, set())["name"] == "b" and next_run(first, runs, {"b"}) is None
+    write_plan(repo, [{"name": "a", **TINY}, {"name": "c", **TINY}, {"name": "b", **TINY}])
+    assert next_run(reread_plan(path, first), runs, {"b"})["name"] == "c"
+    path.write_text("runs: [{name: a, epochs:")  # an edit half-saved
+    logged = []
+    assert reread_plan(path, first, logged.append) is first and "unreadable now" in logged[0]
 
 
 def test_a_model_over_the_size_limit_is_published_as_a_bfloat16_export(tmp_path):
+    import keras  # noqa: PLC0415 (keras only for this test)
+
+    from fer_utils.models import build_model  # noqa: PLC0415
+
+    assert publish_model(tmp_path / "none.keras", tmp_path / "copy.keras") is None
     source = tmp_path / "model.keras"
     build_model("vgg_gap", widths=(16, 32), convs=(1, 1)).save(source)
     assert publish_model(source, tmp_path / "copy.keras") == "float32"
@@ -138,3 +145,4 @@ def test_a_model_over_the_size_limit_is_published_as_a_bfloat16_export(tmp_path)
     written = (tmp_path / "small.keras").stat().st_mtime_ns
     assert publish_model(source, tmp_path / "small.keras", max_bytes=1000) == "bfloat16"
     assert (tmp_path / "small.keras").stat().st_mtime_ns == written  # not exported again
+    assert publish_model(source, tmp_path / "copy.keras", max_bytes=1000) == "bfloat16"  # the copy is over it now

@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fer_utils import pipeline
+from fer_utils import OptionError, pipeline
 from fer_utils.cli import main
 from fer_utils.pipeline import PipelineError, load_profile, notebook_paths, run_pipeline
 from fer_utils.runs import RunExistsError
@@ -55,7 +55,7 @@ def test_smoke_run_writes_figures_as_png_and_pdf(smoke_run):
     assert {"01_class_counts", "01_samples_Training", "02_augmentation_preview",
             "03b_sweep_heatmap", "04_learning_curves_seed_cnn", "04_learning_curves_vgg_gap",
             "05_tta_gain_by_copies", "05_tta_gain_per_class", "06_confusion_counts", "06_confusion_normalized",
-            "06_per_class_scores", "06_beside_seed_cnn", "06_mistakes", "06_reliability", "06_gradcam"} <= pngs
+            "06_per_class_scores", "06_beside", "06_mistakes", "06_reliability", "06_gradcam"} <= pngs
 
 
 def test_smoke_run_manifest_and_hand_over_files(smoke_run):
@@ -76,7 +76,7 @@ def test_smoke_run_ends_with_metrics_and_report(smoke_run):
     assert set(metrics["models"]["vgg_gap"]["PublicTest"]) == {"plain", "tta_random", "tta_deterministic"}
     assert metrics["analysis"]["split"] == "PublicTest" and len(metrics["analysis"]["most_confused"]) == 5
     assert set(metrics) == {"data", "model_costs", "models", "comparisons", "ensemble", "analysis"}
-    assert metrics["ensemble"]["members"] == ["seed_cnn", "vgg_gap"]
+    assert set(metrics["ensemble"]["members"]) == {"seed_cnn", "vgg_gap"}
     assert set(metrics["ensemble"]["scores"]) == {"PublicTest", "PrivateTest"}
     analysed, beside = metrics["analysis"]["model"], metrics["analysis"]["beside"]["model"]
     assert {analysed, beside} == {"seed_cnn", "vgg_gap"}
@@ -135,8 +135,11 @@ def test_a_profile_key_that_no_notebook_reads_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "shipped", lambda folder, package: tmp_path if folder == "configs"
                         else real(folder, package))
     (tmp_path / "smoke.yaml").write_text("seed: 0\nsynthetic: {n_train: 10}\ntta_copies: 10\n")
-    with pytest.raises(ValueError, match=r"smoke\.yaml: unknown key\(s\) tta_copies; no notebook declares them "
+    with pytest.raises(OptionError, match=r"smoke\.yaml: unknown key\(s\) tta_copies; no notebook declares them "
                                          r"\(known: .*tta_n"):
+        load_profile("smoke")
+    (tmp_path / "smoke.yaml").write_text("seed: 0\nrun_dir: here\n")
+    with pytest.raises(OptionError, match=r"smoke\.yaml: run_dir cannot be set in a profile; the pipeline sets them"):
         load_profile("smoke")
     (tmp_path / "smoke.yaml").write_text("seed: 0\nsynthetic: {n_train: 10}\ntta_n: 10\n")
     assert load_profile("smoke") == {"seed": 0, "synthetic": {"n_train": 10}, "tta_n": 10}

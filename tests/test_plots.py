@@ -79,6 +79,9 @@ def test_learning_curves_say_which_loss_is_which_and_show_chance_and_planned_epo
     stopped = plots.learning_curves(history, {"epochs": 10}, state=state)
     assert ("not run: early stopping after 3 of 10 (no better val_accuracy in 1 epochs)"
             in [t.get_text() for t in stopped.axes[0].get_legend().get_texts()])
+    budget = plots.learning_curves(history, {"epochs": 10}, state={"state": "time_budget"})
+    legend = [t.get_text() for t in budget.axes[0].get_legend().get_texts()]
+    assert "not run: time budget reached after 3 of 10" in legend
 
 
 def test_sweep_heatmap_starts_its_scale_at_the_majority_baseline_and_outlines_the_choice():

@@ -21,6 +21,7 @@ def test_prepare_drops_blanks_and_splits_training(dataset):
     assert prepared.splits() == ["train", "val", "test"]
     assert prepared.test_usages() == ["PublicTest", "PrivateTest"]
     assert prepared.scored_usages(["PrivateTest", "Training", "PublicTest"]) == ["PrivateTest", "PublicTest"]
+    assert prepared.scored_usages("PublicTest") == ["PublicTest"]
     with pytest.raises(DataError, match="no test images of Public; this data has test usages: PublicTest, PrivateTest"):
         prepared.scored_usages(["Public"])
     assert set(prepared.usage[prepared.split != "test"]) == {"Training"}

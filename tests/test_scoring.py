@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -6,9 +8,11 @@ from fer_utils.scoring import (
     accuracy_gain,
     confident_mistakes,
     ensemble_scores,
+    ensemble_studies,
     ensemble_study,
     ensemble_table,
     expected_calibration_error,
+    model_difference,
     most_confused,
     per_class_table,
     recall_gain_table,
@@ -135,22 +139,39 @@ def test_ensemble_averages_member_probabilities_and_reports_its_gain_over_the_be
     a = np.where(np.arange(20) < 12, labels, wrong)   # 12 of 20 right
     b = np.where(np.arange(20) >= 8, labels, wrong)   # 12 of 20 right, other images
     c = np.where(np.arange(20) % 2 == 0, labels, wrong)
-    studies = {name: {"PublicTest": fake_study(labels, dict.fromkeys(("plain", "tta_random", "tta_deterministic"), p))}
+    better = np.where(np.arange(20) < 16, labels, wrong)  # random TTA: a member right on 16
+    studies = {name: {"PublicTest": fake_study(labels, {"plain": p, "tta_random": better if name == "a" else p,
+                                                        "tta_deterministic": p})}
                for name, p in (("a", a), ("b", b), ("c", c))}
     ensemble = ensemble_study(studies, "PublicTest", ["a", "b", "c"])
-    expected = (np.mean([one_hot(p, 0.6) for p in (a, b, c)], axis=0).argmax(axis=1) == labels).mean()
-    assert ensemble["plain"]["accuracy"] == pytest.approx(expected) and ensemble["members"] == ["a", "b", "c"]
-    assert ensemble["plain"]["gain_over_best_member"]["gain"] == pytest.approx(expected - 0.6)
-    assert ensemble["tta_random"]["gain"] == 0 and ensemble["proba"]["plain"].shape == (20, 7)
+    votes = {v: np.mean([studies[m]["PublicTest"]["proba"][v] for m in "abc"], axis=0)
+             for v in ("plain", "tta_random", "tta_deterministic")}
+    expected = {v: (p.argmax(axis=1) == labels).mean() for v, p in votes.items()}
+    assert ensemble["plain"]["accuracy"] == pytest.approx(expected["plain"]) and ensemble["members"] == ["a", "b", "c"]
+    assert ensemble["plain"]["gain_over_best_member"]["gain"] == pytest.approx(expected["plain"] - 0.6)
+    assert ensemble["tta_random"]["gain_over_best_member"]["gain"] == pytest.approx(expected["tta_random"] - 0.8)
+    assert ensemble["tta_random"]["gain"] == pytest.approx(expected["tta_random"] - expected["plain"])
+    assert ensemble["proba"]["plain"].shape == (20, 7)
     assert ensemble_study(studies, "PublicTest")["members"] == ["a", "b", "c"]
-    kept = ensemble_scores({"PublicTest": ensemble})
-    assert kept["members"] == ["a", "b", "c"] and set(kept["scores"]["PublicTest"]) == {
-        "plain", "tta_random", "tta_deterministic"}
-    assert "proba" not in kept["scores"]["PublicTest"]["plain"]
-    table = ensemble_table({"PublicTest": ensemble})
-    assert table.index.tolist() == [("PublicTest", v) for v in ("plain", "tta_random", "tta_deterministic")]
-    assert table["gain over best member (points)"].tolist() == [round(100 * (expected - 0.6), 2)] * 3
     with pytest.raises(ValueError, match="an ensemble needs at least two models; got a"):
         ensemble_study(studies, "PublicTest", ["a"])
     with pytest.raises(ValueError, match="no PrivateTest study of a, b; have: a, b, c"):
         ensemble_study(studies, "PrivateTest", ["a", "b"])
+    ensembles = ensemble_studies(studies, ["PublicTest"], ["a", "b", "c"])
+    kept = ensemble_scores(ensembles)
+    assert kept["members"] == ["a", "b", "c"] and list(kept["scores"]["PublicTest"]) == [
+        "plain", "tta_random", "tta_deterministic"]
+    assert json.loads(json.dumps(kept)) == kept  # what metrics.json keeps: no arrays
+    table = ensemble_table(ensembles)
+    assert table.index.tolist() == [("PublicTest", v) for v in ("plain", "tta_random", "tta_deterministic")]
+    assert table["gain over best member (points)"].iloc[1] == pytest.approx(100 * (expected["tta_random"] - 0.8))
+    alone = ensemble_studies({"a": studies["a"]}, ["PublicTest"])
+    assert alone == {} and ensemble_scores(alone) == {} and ensemble_table(alone).empty
+
+
+def test_model_difference_is_paired_on_the_same_images():
+    labels = np.array([0, 1, 2, 3] * 5)
+    base, new = one_hot(np.where(np.arange(20) < 10, labels, 6)), one_hot(np.where(np.arange(20) < 15, labels, 6))
+    difference = model_difference(labels, base, new, model="base")
+    assert difference["model"] == "base" and difference["gain"] == pytest.approx(0.25)
+    assert difference["gain_ci"][0] > 0 and set(difference["recall_gain"]) == set(CLASSES)
