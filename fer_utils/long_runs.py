@@ -44,7 +44,10 @@ from fer_utils.runs import (
 PINS = ".pins.json"
 
 #: What a plan entry may set besides the TrainConfig fields.
-ENTRY_KEYS = {"name", "about", "val_fraction", "drop_test_duplicates"}
+ENTRY_KEYS = {"name", "about", "publish_model", "val_fraction", "drop_test_duplicates"}
+#: What a plan entry sets for the plan only, not for training: ``publish_model: false`` keeps a
+#: finished run's model out of the published folder (sweep cells: only their histories are read).
+PLAN_ONLY = ("name", "about", "publish_model")
 #: What a snapshot of the code holds: all that ``python -m fer_utils train`` needs.
 PINNED_PATHS = ("fer_utils", "pyproject.toml")
 #: Files of each run copied by ``status --write``.
@@ -108,7 +111,7 @@ def train_args(entry: dict) -> list[str]:
     """The ``train`` command-line options of a plan entry."""
     args = []
     for key, value in entry.items():
-        if key in ("name", "about"):
+        if key in PLAN_ONLY:
             continue
         flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):
@@ -301,7 +304,7 @@ def write_status(plan_file, out_dir, runs_dir=None) -> Path:
                 target = out_dir / entry["name"] / name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, target)
-        if run_state(runs_dir / entry["name"]) in DONE:
+        if run_state(runs_dir / entry["name"]) in DONE and entry.get("publish_model", True):
             precision = publish_model(runs_dir / entry["name"] / MODEL, out_dir / entry["name"] / MODEL)
             exported += [entry["name"]] if precision == "bfloat16" else []
     status = out_dir / STATUS

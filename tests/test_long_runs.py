@@ -52,8 +52,8 @@ def test_plan_entries_are_checked_by_name(repo):
 
 
 def test_plan_entry_becomes_train_options():
-    args = train_args({"name": "a", "about": "x", "epochs": 3, "nesterov": False, "class_weighted": True,
-                       "model_options": {"widths": [8]}})
+    args = train_args({"name": "a", "about": "x", "publish_model": False, "epochs": 3, "nesterov": False,
+                       "class_weighted": True, "model_options": {"widths": [8]}})
     assert args == ["--epochs", "3", "--no-nesterov", "--class-weighted", "--model-options", '{"widths": [8]}']
 
 
@@ -72,7 +72,7 @@ def long_runs(repo, *args, **kwargs):
 
 def test_killed_plan_resumes_on_its_pinned_code_with_the_history_of_an_uninterrupted_run(repo, synthetic_zip):
     long_first = {**TINY, "epochs": 25, "early_stopping": 0}  # long enough to be killed mid-run
-    entries = [{"name": "first", **long_first}, {"name": "second", **TINY, "seed": 1}]
+    entries = [{"name": "first", **long_first}, {"name": "second", **TINY, "seed": 1, "publish_model": False}]
     plan = write_plan(repo, entries, data=synthetic_zip)
     reference = long_runs(repo, "run", "--plan", str(plan), "--runs", str(repo / "reference"))
     assert reference.returncode == 0, reference.stdout + reference.stderr
@@ -104,6 +104,8 @@ def test_killed_plan_resumes_on_its_pinned_code_with_the_history_of_an_uninterru
     table = (repo / "published" / "status.md").read_text()
     assert "| first | completed | 25/25 |" in table
     assert (repo / "published" / "second" / "history.csv").read_text() == (runs / "second" / "history.csv").read_text()
+    assert (repo / "published" / "first" / "model.keras").exists()
+    assert not (repo / "published" / "second" / "model.keras").exists()  # publish_model: false
 
 
 def test_plan_changes_to_a_started_run_are_named(tmp_path):
