@@ -294,7 +294,8 @@ def _seed_side_by_side(run: Run) -> list[str]:
     lines = ["## The seed report, side by side", "",
              f"The seed CNN of this study is `{seed}`." if seed else "This run trained no seed CNN.", ""]
     lines += markdown_table(["", "seed report", "this study"], [
-        ["test set", "its test folder: 7,066 images after blank removal", f"PublicTest: {test or '-'} images"],
+        ["test set", "its test folder: 7,066 images after blank removal",
+         f"PublicTest: {test:,} images" if test else "PublicTest: -"],
         ["train / validation", "23,040 / 5,766 (80/20 by the generator)",
          " / ".join(f"{n:,}" if isinstance(n, int) else "-"
                     for n in (run.prepared.get("split_sizes", {}).get(s) for s in ("train", "val")))],
