@@ -19,6 +19,7 @@ class TrainConfig:
 
     model: str = "vgg_gap"
     model_options: dict = field(default_factory=dict)  # builder keywords: widths, dropout, ...
+    init_from: str = ""               # a saved model (same model and options) to start from; "": random
     epochs: int = 20
     batch_size: int = 64
     optimizer: str = "adamw"          # adam | adamw | sgd

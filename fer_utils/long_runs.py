@@ -166,6 +166,30 @@ def next_run(plan: Plan, runs_dir, tried) -> dict | None:
                  and run_state(Path(runs_dir) / entry["name"]) not in DONE), None)
 
 
+def with_start_model(entry: dict, plan: Plan, runs_dir) -> dict:
+    """``entry`` with its ``init_from`` as a path: a run of the plan named there becomes that
+    run's best model (an :class:`OptionError` until the run is finished), a relative path is
+    taken from the project root."""
+    start = entry.get("init_from")
+    if not start:
+        return entry
+    if start in {other["name"] for other in plan.runs}:
+        state = run_state(Path(runs_dir) / start)
+        if state not in DONE:
+            raise OptionError(f"{entry['name']}: starts from run {start}, which is {state}; it waits until "
+                              f"{start} is finished")
+        return {**entry, "init_from": str(Path(runs_dir) / start / MODEL)}
+    return {**entry, "init_from": str(plan.root / start)}
+
+
+def _resolved(entry: dict, plan: Plan, runs_dir) -> dict | None:
+    """:func:`with_start_model`, or None while the run ``entry`` starts from is unfinished."""
+    try:
+        return with_start_model(entry, plan, runs_dir)
+    except OptionError:
+        return None
+
+
 def reread_plan(plan_file, plan: Plan, log=print) -> Plan:
     """The plan file read again (runs added or reordered while another one trained are picked
     up); ``plan``, the last good one, when the file cannot be read now (an edit half-saved)."""
@@ -191,6 +215,11 @@ def run_plan(plan_file, runs_dir=None, log=print) -> int:
         while (entry := next_run(plan := reread_plan(plan_file, plan, log), runs_dir, tried)) is not None:
             tried.add(entry["name"])
             run_dir = runs_dir / entry["name"]
+            try:
+                entry = with_start_model(entry, plan, runs_dir)
+            except OptionError as waiting:
+                log(str(waiting))
+                continue
             differ = plan_differences(entry, run_dir)
             if differ:
                 log(f"{entry['name']}: skipped, the plan now differs from the run's saved options in "
@@ -224,8 +253,15 @@ def run_parallel(plan_file, runs_dir, *, jobs: int, env=None, log=print) -> dict
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "XLA_PYTHON_CLIENT_MEM_FRACTION": share, **(env or {})}
     waiting, running, codes = list(plan.runs), {}, {}
     while waiting or running:
-        while waiting and len(running) < jobs:
-            entry = waiting.pop(0)
+        ready = [entry for entry in waiting if _resolved(entry, plan, runs_dir)]
+        if waiting and not ready and not running:
+            for entry in waiting:
+                codes[entry["name"]] = 1
+                log(f"{entry['name']}: not started, the run it starts from did not finish")
+            break
+        for entry in ready[:jobs - len(running)]:
+            waiting.remove(entry)
+            entry = _resolved(entry, plan, runs_dir)
             command = [sys.executable, "-m", "fer_utils", "train", "--data", str(plan.data),
                        "--out", str(runs_dir / entry["name"]), *train_args(entry)]
             with (runs_dir / f"{entry['name']}.log").open("w") as out:

@@ -307,12 +307,43 @@ def _check_split(out: Path, prepared: Prepared) -> None:
                             f"run started with; resume with the same data, --val-fraction and seed")
 
 
+def existing_start(start) -> Path:
+    """``start`` (``init_from``) as a path, or a named error when there is no such file."""
+    start = Path(start)
+    if not start.is_file():
+        raise FileNotFoundError(f"{start}: no model to start from (init_from)")
+    return start
+
+
+def _check_start(out: Path, start: Path) -> None:
+    """Refuse a model to start from that is missing, or whose run (``split.npz`` beside it)
+    trained on images of this run's validation split; a model without a run folder is taken
+    as it is."""
+    start = existing_start(start)
+    if not (start.parent / SPLIT).exists():
+        return
+    with np.load(start.parent / SPLIT) as theirs, np.load(out / SPLIT) as ours:
+        if not np.array_equal(theirs["val"], ours["val"]):
+            raise DataError(f"{start}: trained on another train/validation split than {out}, so this run's "
+                            f"validation images may be among its training images; start from a run of the "
+                            f"same data, --val-fraction and seed")
+
+
+def start_from(model: keras.Model, start) -> None:
+    """Set the weights of ``model`` to those of the saved model ``start`` (same model and options)."""
+    weights = keras.models.load_model(start, compile=False).get_weights()
+    if [w.shape for w in weights] != [tuple(v.shape) for v in model.weights]:
+        raise DataError(f"{start}: its weights do not fit model {model.name!r} with these model options")
+    model.set_weights(weights)
+
+
 def train(prepared: Prepared, config: TrainConfig, out_dir, *, resume: bool = False) -> keras.Model:
     """Train ``config.model`` on ``prepared`` (its ``train`` and ``val`` splits) into ``out_dir``.
 
     Writes ``train_config.json``, ``split.npz``, ``history.csv``, ``train_state.json``
     (state and why the run stopped), the best model (by validation accuracy) as
-    ``runs.MODEL``; returns the best model. A run that was
+    ``runs.MODEL``; returns the best model. Training starts from the weights of
+    ``config.init_from`` when given (a model of the same split, model and options). A run that was
     killed or stopped by its time budget continues from its last epoch with ``resume=True``.
     """
     out = Path(out_dir)
@@ -323,6 +354,8 @@ def train(prepared: Prepared, config: TrainConfig, out_dir, *, resume: bool = Fa
     if resume:
         check_resume(out, config)
     _check_split(out, prepared)
+    if config.init_from:
+        _check_start(out, config.init_from)
     write_json(out / TRAIN_CONFIG, asdict(config))
     keras.utils.set_random_seed(config.seed)
     augmentation = build_augmentation(config.seed, **config.augmentation)  # float32, whatever the policy
@@ -364,6 +397,8 @@ def _fit(prepared: Prepared, config: TrainConfig, out: Path, augmentation) -> ke
                         metrics=["accuracy"])
         callbacks = _callbacks(config, out, model)
         checkpoint, backup = callbacks[-1], find_backup(out)
+        if config.init_from and not backup:
+            start_from(model, config.init_from)
         done = restore_backup(backup, trainer, checkpoint) if backup else 0
     history = read_history(out)
     if len(history) > done:  # rows past the backup (a kill between the log and the backup) go
@@ -450,12 +485,13 @@ def train_run(data, out, config: TrainConfig, *, val_fraction: float = 0.2, drop
     """One training run as the ``train`` command makes it: check a resume, load and prepare
     ``data``, claim and lock the run folder ``out``, record its manifest, train, draw the
     learning curves into ``figures/``. Returns :func:`summarize_history` and the model path."""
-    from fer_utils.data import load_dataset  # noqa: PLC0415 (the data and figure stacks load only here)
+    from fer_utils.data import load_dataset, source_hash  # noqa: PLC0415 (the data and figure stacks load only here)
     from fer_utils.plots import learning_curves, save_fig  # noqa: PLC0415
     from fer_utils.prepare import prepare  # noqa: PLC0415
 
     if resume:
         check_resume(out, config)
+    start_hash = source_hash(existing_start(config.init_from)) if config.init_from else None
     dataset = load_dataset(data, skip_bad=skip_bad, resize=resize)
     run_dir = claim_run_dir(out, dataset.source_hash, force=force, resume=resume, resumable=True)
     with RunLock(run_dir):
@@ -463,7 +499,8 @@ def train_run(data, out, config: TrainConfig, *, val_fraction: float = 0.2, drop
                            drop_test_duplicates=drop_test_duplicates)
         write_manifest(run_dir, kind="train", parameters={**asdict(config), "val_fraction": val_fraction,
                                                           "drop_test_duplicates": drop_test_duplicates},
-                       data_source=dataset.source, data_hash=dataset.source_hash, synthetic=dataset.synthetic)
+                       data_source=dataset.source, data_hash=dataset.source_hash, synthetic=dataset.synthetic,
+                       extra={"init_from_sha256": start_hash} if start_hash else None)
         if dataset.synthetic:
             notify("NOTE: training on SYNTHETIC data, not FER2013")
         train(prepared, config, run_dir, resume=resume)

@@ -15,6 +15,7 @@ FIELDS = dataclasses.fields(TrainConfig)
 HELP = {"strategy": "tf.distribute strategy: default, mirrored or multiworker (TensorFlow backend only); ",
         "weight_decay": "decoupled, any optimizer; -1: 1e-4 for adamw, 0 for the others; ",
         "precision": "auto (bf16 on an accelerator or a bf16 CPU), mixed_bfloat16 or float32; ",
+        "init_from": "a .keras model of the same model and options whose weights training starts from; ",
         "momentum": "sgd only; ", "warmup_epochs": "cosine only; "}
 #: Data options a resumed run must also keep.
 DATA_OPTIONS = {"val_fraction": 0.2, "drop_test_duplicates": False}

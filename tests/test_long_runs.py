@@ -14,7 +14,16 @@ import yaml
 
 from fer_utils import OptionError
 from fer_utils.config import SEED_AUGMENTATION, TrainConfig
-from fer_utils.long_runs import load_plan, next_run, plan_differences, publish_model, reread_plan, train_args
+from fer_utils.long_runs import (
+    load_plan,
+    next_run,
+    plan_differences,
+    publish_model,
+    reread_plan,
+    run_parallel,
+    train_args,
+    with_start_model,
+)
 from fer_utils.runs import RunLock
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,6 +138,47 @@ def test_the_plan_is_read_again_before_each_run(repo):
     path.write_text("runs: [{name: a, epochs:")  # an edit half-saved
     logged = []
     assert reread_plan(path, first, logged.append) is first and "unreadable now" in logged[0]
+
+
+def test_a_run_that_starts_from_another_waits_for_its_model(repo):
+    runs = repo / "runs"
+    plan = load_plan(write_plan(repo, [{"name": "a", **TINY}, {"name": "b", **TINY, "init_from": "a"},
+                                       {"name": "c", **TINY, "init_from": "models/x.keras"}]))
+    with pytest.raises(OptionError, match="b: starts from run a, which is not started; it waits"):
+        with_start_model(plan.runs[1], plan, runs)
+    (runs / "a").mkdir(parents=True)
+    (runs / "a" / "train_state.json").write_text(json.dumps({"state": "completed"}))
+    assert with_start_model(plan.runs[1], plan, runs)["init_from"] == str(runs / "a" / "model.keras")
+    assert with_start_model(plan.runs[2], plan, runs)["init_from"] == str(repo / "models" / "x.keras")
+    assert with_start_model(plan.runs[0], plan, runs) == plan.runs[0]
+
+
+def test_parallel_runs_start_a_run_once_the_run_it_starts_from_finished(repo, monkeypatch):
+    started = []
+
+    class Finished:
+        def __init__(self, command, **kwargs):
+            out = Path(command[command.index("--out") + 1])
+            started.append(command)
+            self.returncode = int(out.name == "broken")
+            out.mkdir(parents=True)
+            (out / "train_state.json").write_text(json.dumps({"state": "running" if self.returncode else "completed"}))
+
+        def poll(self):
+            return self.returncode
+
+    real = subprocess.Popen
+    monkeypatch.setattr(subprocess, "Popen", lambda command, **kw: (Finished if "--out" in command else real)(
+        command, **kw))
+    monkeypatch.setattr("fer_utils.data.load_dataset", lambda path: None)
+    plan = write_plan(repo, [{"name": "b", **TINY, "init_from": "a"}, {"name": "a", **TINY},
+                             {"name": "c", **TINY, "init_from": "broken"}, {"name": "broken", **TINY}])
+    logged = []
+    codes = run_parallel(plan, repo / "runs", jobs=2, log=logged.append)
+    assert codes == {"a": 0, "broken": 1, "b": 0, "c": 1}
+    assert [Path(c[c.index("--out") + 1]).name for c in started] == ["a", "broken", "b"]
+    assert started[2][started[2].index("--init-from") + 1] == str(repo / "runs" / "a" / "model.keras")
+    assert "c: not started, the run it starts from did not finish" in logged
 
 
 def test_a_model_over_the_size_limit_is_published_as_a_bfloat16_export(tmp_path):

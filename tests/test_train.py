@@ -8,6 +8,7 @@ import textwrap
 import time
 from dataclasses import replace
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
@@ -29,6 +30,7 @@ from fer_utils.train import (
     summarize_history,
     summarize_runs,
     train,
+    train_run,
     training_model,
 )
 
@@ -208,6 +210,41 @@ def test_resume_refuses_data_that_gives_another_split(prepared, synthetic_zip, t
     other = prepare(load_dataset(synthetic_zip), seed=1)
     with pytest.raises(DataError, match="split.npz: this data gives another train/validation split"):
         train(other, config, tmp_path, resume=True)
+
+
+TINY = dict(batch_size=32, verbose=0, precision="float32", augmentation=NO_AUGMENTATION,
+            model_options={"widths": [8], "convs": [1]})
+
+
+def trainable(model):
+    return [np.asarray(w) for w in model.trainable_weights]
+
+
+def test_training_starts_from_a_saved_model_of_the_same_split(prepared, synthetic_zip, tmp_path):
+    first = train(prepared, TrainConfig(epochs=1, **TINY), tmp_path / "first")
+    start = tmp_path / "first" / "model.keras"
+    still = TrainConfig(epochs=1, optimizer="sgd", learning_rate=0.0, schedule="constant", init_from=str(start), **TINY)
+    train_run(synthetic_zip, tmp_path / "kept", still)
+    kept = keras.models.load_model(tmp_path / "kept" / "model.keras")
+    assert all(np.array_equal(a, b) for a, b in zip(trainable(first), trainable(kept)))
+    fresh = train(prepared, replace(still, init_from=""), tmp_path / "fresh")
+    assert not all(np.array_equal(a, b) for a, b in zip(trainable(first), trainable(fresh)))
+    manifest = json.loads((tmp_path / "kept" / "manifest.json").read_text())
+    assert manifest["parameters"]["init_from"] == str(start)
+    assert manifest["init_from_sha256"] == hashlib.sha256(start.read_bytes()).hexdigest()
+
+
+def test_a_start_model_of_another_split_or_shape_is_refused_by_name(prepared, synthetic_zip, tmp_path):
+    train(prepared, TrainConfig(epochs=1, **TINY), tmp_path / "first")
+    start = tmp_path / "first" / "model.keras"
+    other = prepare(load_dataset(synthetic_zip), seed=1)
+    with pytest.raises(DataError, match="first/model.keras: trained on another train/validation split"):
+        train(other, TrainConfig(epochs=1, init_from=str(start), seed=1, **TINY), tmp_path / "leak")
+    wider = {**TINY, "model_options": {"widths": [16], "convs": [1]}}
+    with pytest.raises(DataError, match="first/model.keras: its weights do not fit"):
+        train(prepared, TrainConfig(epochs=1, init_from=str(start), **wider), tmp_path / "wider")
+    with pytest.raises(FileNotFoundError, match="none.keras: no model to start from"):
+        train(prepared, TrainConfig(epochs=1, init_from=str(tmp_path / "none.keras"), **TINY), tmp_path / "none")
 
 
 def test_mirrored_strategy_on_two_logical_cpus(synthetic_zip, tmp_path):
