@@ -208,8 +208,8 @@ def run_plan(plan_file, runs_dir=None, log=print) -> int:
     runs_dir = plan.runs_dir(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     for entry in plan.runs:
-        if run_state(runs_dir / entry["name"]) in DONE:
-            log(f"{entry['name']}: {run_state(runs_dir / entry['name'])}, skipped")
+        if (state := run_state(runs_dir / entry["name"])) in DONE:
+            log(f"{entry['name']}: {state}, skipped")
     failures, tried = 0, set()
     with RunLock(runs_dir):
         while (entry := next_run(plan := reread_plan(plan_file, plan, log), runs_dir, tried)) is not None:
@@ -309,14 +309,15 @@ def status_table(plan_file, runs_dir=None):
         history = read_history(run_dir)
         done = len(history)
         state = run_state(run_dir)
-        differ = plan_differences(entry, run_dir)
+        differ = plan_differences(_resolved(entry, plan, runs_dir) or entry, run_dir)
         if differ:
             state += f" (plan differs: {', '.join(differ)})"
         seconds = float(history["seconds"].iloc[-1]) if done else 0.0
         per_epoch = seconds / done if done else float("nan")
         left = 0.0 if state in DONE else per_epoch * (planned - done)
         rows.append({"run": entry["name"], "state": state, "epochs": f"{done}/{planned}",
-                     "best val accuracy": f"{history['val_accuracy'].max():.4f}" if done else "-",
+                     "best val accuracy": f"{history['val_accuracy'].max():.4f}" if "val_accuracy" in history
+                     else "-",
                      "minutes": f"{seconds / 60:.0f}",
                      "minutes left": "?" if left != left else  # NaN: no epoch timed yet
                      ("<= " if entry.get("early_stopping") and left else "") + f"{left / 60:.0f}",

@@ -147,9 +147,10 @@ def _not_run(done: int, planned: int, state: dict) -> str:
 
 def learning_curves(history: pd.DataFrame, config: dict | None = None, title: str = "Learning curves",
                     state: dict | None = None):
-    """Loss and accuracy per epoch, train against validation: the best validation epoch
-    marked, chance accuracy (1/7) drawn, the x axis spanning the planned epochs (the epochs
-    not run shaded, with why: the run's ``state``, e.g. early stopping), and the losses
+    """Loss and accuracy per epoch, train against validation (train only for a run without
+    validation split): the best validation epoch marked, chance accuracy (1/7) drawn, the x
+    axis spanning the planned epochs (the epochs not run shaded, with why: the run's
+    ``state``, e.g. early stopping), and the losses
     labelled with what they are (the training loss is the one optimised: class-weighted and
     smoothed when the run was; the validation loss is plain cross-entropy)."""
     config, state = config or {}, state or {}
@@ -157,7 +158,7 @@ def learning_curves(history: pd.DataFrame, config: dict | None = None, title: st
         raise ValueError("learning curves need at least one epoch; the history is empty")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     epochs = history["epoch"] + 1
-    best = epochs[history["val_accuracy"].idxmax()]
+    validated = "val_accuracy" in history
     planned = max(int(config.get("epochs", len(epochs))), len(epochs))
     optimised = ", ".join(k for k, on in (("class-weighted", config.get("class_weighted")),
                                           (f"smoothing {config.get('label_smoothing', 0):g}",
@@ -168,11 +169,14 @@ def learning_curves(history: pd.DataFrame, config: dict | None = None, title: st
     marker = "o" if len(epochs) <= 20 else None
     for ax, metric in zip(axes, ("loss", "accuracy")):
         ax.plot(epochs, history[metric], marker=marker, label=labels[metric][0])
-        ax.plot(epochs, history[f"val_{metric}"], marker=marker, label=labels[metric][1])
-        ax.axvline(best, color="grey", linestyle="--", label=f"best epoch ({best})")
+        if validated:
+            best = epochs[history["val_accuracy"].idxmax()]
+            ax.plot(epochs, history[f"val_{metric}"], marker=marker, label=labels[metric][1])
+            ax.axvline(best, color="grey", linestyle="--", label=f"best epoch ({best})")
         if len(epochs) < planned:
             ax.axvspan(len(epochs) + 0.5, planned, color="0.9", label=_not_run(len(epochs), planned, state))
-        ax.set(xlabel="epoch", ylabel=metric, title=f"{metric.capitalize()} per epoch", xlim=(0.5, planned + 0.5))
+        ax.set(xlabel="epoch", ylabel=metric, title=f"{metric.capitalize()} per epoch" + (
+            "" if validated else " (no validation split: all of Training trained on)"), xlim=(0.5, planned + 0.5))
     axes[1].axhline(1 / len(CLASSES), color="black", linestyle=":", label="chance (1/7)")
     for ax in axes:
         ax.legend(fontsize=7)

@@ -22,10 +22,14 @@ from fer_utils.runs import PREPARED, write_json
 def train_val_split(labels: np.ndarray, val_fraction: float = 0.2, seed: int = 0):
     """Stratified, seeded split: ``(train_index, val_index)`` into ``labels``.
 
-    The seed report held out 20% of Training for validation.
+    The seed report held out 20% of Training for validation; ``val_fraction`` 0 keeps every
+    image for training (a final fit after the options were chosen on a validation split).
     """
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if val_fraction == 0:
+        index = np.arange(len(labels))
+        return index, index[:0]
     counts = np.bincount(labels, minlength=len(CLASSES))
     if (counts[counts > 0] < 2).any():
         rare = [CLASSES[i] for i in np.flatnonzero((counts > 0) & (counts < 2))]

@@ -293,8 +293,13 @@ def read_manifest(run_dir) -> dict:
 
 def read_history(run_dir):
     """A training run's per-epoch history (a DataFrame with an ``epoch`` column); empty
-    before its first epoch ends (Keras creates the file empty) or when there is none."""
+    before its first epoch ends (Keras creates the file empty) or when there is none. The
+    empty ``val_`` columns Keras logs for a run without validation split are left out."""
     import pandas as pd  # noqa: PLC0415
 
     path = Path(run_dir) / HISTORY
-    return pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame({"epoch": []})
+    if not path.exists() or not path.stat().st_size:
+        return pd.DataFrame({"epoch": []})
+    history = pd.read_csv(path)
+    empty = [c for c in history if c.startswith("val_") and history[c].isna().all()]
+    return history.drop(columns=empty)

@@ -191,15 +191,15 @@ class EpochTimer(keras.callbacks.Callback):
 
 class BestModel(keras.callbacks.Callback):
     """Saves the bare ``model`` (not the training wrapper) whenever ``val_accuracy`` beats
-    the best so far, atomically."""
+    the best so far (every epoch when there is no validation), atomically."""
 
     def __init__(self, model: keras.Model, path: Path):
         super().__init__()
         self.bare, self.path, self.best = model, path, -np.inf
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs["val_accuracy"] > self.best:
-            self.best = float(logs["val_accuracy"])
+        if "val_accuracy" not in logs or logs["val_accuracy"] > self.best:
+            self.best = float(logs.get("val_accuracy", self.best))
             save_atomically(self.path, self.bare.save)
 
 
@@ -295,6 +295,16 @@ def check_resume(out, config: TrainConfig) -> None:
         raise FileExistsError(f"{out}: {describe_contradictions(found)}")
 
 
+def _check_unvalidated(config: TrainConfig) -> None:
+    """Refuse the rules that monitor a validation metric for a run without validation split."""
+    rules = {"schedule plateau": (config.schedule == "plateau", config.plateau_monitor),
+             "early stopping": (bool(config.early_stopping), config.early_stopping_monitor)}
+    for rule, (used, monitor) in rules.items():
+        if used:
+            raise OptionError(f"{rule} would monitor {monitor}, and this run has no validation split "
+                              f"(--val-fraction 0); use a fixed schedule and number of epochs")
+
+
 def _check_split(out: Path, prepared: Prepared) -> None:
     """Save the train/validation split, or refuse a resume whose data gives another one."""
     split = {s: np.flatnonzero(prepared.split == s) for s in ("train", "val")}
@@ -317,16 +327,17 @@ def existing_start(start) -> Path:
 
 def _check_start(out: Path, start: Path) -> None:
     """Refuse a model to start from that is missing, or whose run (``split.npz`` beside it)
-    trained on images of this run's validation split; a model without a run folder is taken
-    as it is."""
+    trained on images of this run's validation split or on other data; a model without a
+    run folder is taken as it is."""
     start = existing_start(start)
     if not (start.parent / SPLIT).exists():
         return
     with np.load(start.parent / SPLIT) as theirs, np.load(out / SPLIT) as ours:
-        if not np.array_equal(theirs["val"], ours["val"]):
-            raise DataError(f"{start}: trained on another train/validation split than {out}, so this run's "
-                            f"validation images may be among its training images; start from a run of the "
-                            f"same data, --val-fraction and seed")
+        seen = np.intersect1d(theirs["train"], ours["val"]).size
+        if seen or theirs["train"].size + theirs["val"].size != ours["train"].size + ours["val"].size:
+            raise DataError(f"{start}: trained on another train/validation split than {out} ({seen} of its "
+                            f"training images are in this run's validation split); start from a run of the "
+                            f"same data, --val-fraction and seed, or train on all of Training (--val-fraction 0)")
 
 
 def start_from(model: keras.Model, start) -> None:
@@ -347,8 +358,10 @@ def train(prepared: Prepared, config: TrainConfig, out_dir, *, resume: bool = Fa
     killed or stopped by its time budget continues from its last epoch with ``resume=True``.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     check_model_options(config.model, config.model_options)
+    if not (prepared.split == "val").any():
+        _check_unvalidated(config)
+    out.mkdir(parents=True, exist_ok=True)
     if find_backup(out) and not resume:
         raise FileExistsError(f"{out}: holds an interrupted run; pass resume=True (--resume) to continue it")
     if resume:
@@ -385,7 +398,7 @@ def _callbacks(config: TrainConfig, out: Path, model: keras.Model) -> list:
 
 def _fit(prepared: Prepared, config: TrainConfig, out: Path, augmentation) -> keras.Model:
     x_train, y_train = prepared.arrays("train")
-    x_val, y_val = prepared.arrays("val")
+    validation = Batches(*prepared.arrays("val"), batch_size=256) if "val" in prepared.splits() else None
     strategy = distribution_strategy(config.strategy)
     steps = -(-len(x_train) // config.batch_size)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
@@ -414,7 +427,7 @@ def _fit(prepared: Prepared, config: TrainConfig, out: Path, augmentation) -> ke
     if done < config.epochs and not stopped_early and not out_of_time:
         train_batches = Batches(x_train, y_train, batch_size=config.batch_size, seed=config.seed, first_epoch=done,
                                 weights=prepared.class_weights if config.class_weighted else None)
-        trainer.fit(train_batches, validation_data=Batches(x_val, y_val, batch_size=256), epochs=config.epochs,
+        trainer.fit(train_batches, validation_data=validation, epochs=config.epochs,
                     initial_epoch=done, steps_per_epoch=train_batches.steps, shuffle=False, callbacks=callbacks,
                     verbose=config.verbose)
     else:
@@ -424,8 +437,10 @@ def _fit(prepared: Prepared, config: TrainConfig, out: Path, augmentation) -> ke
 
 
 def _finish(out: Path, config: TrainConfig, callbacks: list, out_of_time: bool = False) -> None:
-    """Record why the run stopped; a finished run drops its backup, a time-budget stop keeps it."""
-    done = len(read_history(out))
+    """Record why the run stopped and which epoch's model it kept; a finished run drops its
+    backup, a time-budget stop keeps it."""
+    history = read_history(out)
+    done = len(history)
     stopper = next((c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping)), None)
     if stopper is not None and stopper.stopped_epoch > 0:
         state, reason = "early_stopped", f"no better {config.early_stopping_monitor} in {config.early_stopping} epochs"
@@ -434,7 +449,9 @@ def _finish(out: Path, config: TrainConfig, callbacks: list, out_of_time: bool =
     else:
         state, reason = "time_budget", f"the time budget of {config.time_budget:g} minutes" + (
             " was spent before this session; resume with a larger --time-budget" if out_of_time else "")
-    _write_state(out, state=state, stop_reason=reason, epochs_done=done, epochs_planned=config.epochs)
+    kept = ("the epoch of the best val_accuracy" if "val_accuracy" in history
+            else "the last epoch (no validation split)")
+    _write_state(out, state=state, stop_reason=reason, epochs_done=done, epochs_planned=config.epochs, model=kept)
     if state in FINISHED:
         for name in (BACKUP, BACKUP + ".old"):
             shutil.rmtree(out / name, ignore_errors=True)
@@ -442,13 +459,16 @@ def _finish(out: Path, config: TrainConfig, callbacks: list, out_of_time: bool =
 
 def summarize_history(history: pd.DataFrame) -> dict:
     """A training history in four numbers: the best validation accuracy, its epoch
-    (counting from 1), the epochs run and the training minutes."""
+    (counting from 1), the epochs run and the training minutes; a run without validation
+    split has None and its last epoch, whose model it kept."""
     if not len(history):
         raise DataError("the history is empty: no epoch has ended yet")
+    minutes = round(float(history["seconds"].iloc[-1]) / 60, 1)
+    if "val_accuracy" not in history:
+        return {"best val_accuracy": None, "best epoch": len(history), "epochs": len(history), "minutes": minutes}
     best = history["val_accuracy"].idxmax()
     return {"best val_accuracy": round(float(history["val_accuracy"][best]), 4),
-            "best epoch": int(history["epoch"][best]) + 1, "epochs": len(history),
-            "minutes": round(float(history["seconds"].iloc[-1]) / 60, 1)}
+            "best epoch": int(history["epoch"][best]) + 1, "epochs": len(history), "minutes": minutes}
 
 
 def summarize_runs(run_dir, names) -> pd.DataFrame:

@@ -78,5 +78,7 @@ def run_training(args) -> None:
     start = time.perf_counter()
     summary = train_run(args.data, args.out, config, **data, resume=args.resume, force=args.force,
                         skip_bad=args.skip_bad, resize=args.resize, notify=print)
-    print(f"best validation accuracy {summary['best val_accuracy']:.4f} at epoch {summary['best epoch']} "
-          f"of {summary['epochs']}; {time.perf_counter() - start:.0f} s this session; model: {summary['model']}")
+    best = summary["best val_accuracy"]
+    kept = (f"best validation accuracy {best:.4f} at epoch {summary['best epoch']}" if best is not None
+            else f"no validation split, the model of epoch {summary['best epoch']}")
+    print(f"{kept} of {summary['epochs']}; {time.perf_counter() - start:.0f} s this session; model: {summary['model']}")

@@ -21,6 +21,7 @@ from fer_utils.long_runs import (
     publish_model,
     reread_plan,
     run_parallel,
+    status_table,
     train_args,
     with_start_model,
 )
@@ -142,8 +143,9 @@ def test_the_plan_is_read_again_before_each_run(repo):
 
 def test_a_run_that_starts_from_another_waits_for_its_model(repo):
     runs = repo / "runs"
-    plan = load_plan(write_plan(repo, [{"name": "a", **TINY}, {"name": "b", **TINY, "init_from": "a"},
-                                       {"name": "c", **TINY, "init_from": "models/x.keras"}]))
+    path = write_plan(repo, [{"name": "a", **TINY}, {"name": "b", **TINY, "init_from": "a"},
+                             {"name": "c", **TINY, "init_from": "models/x.keras"}])
+    plan = load_plan(path)
     with pytest.raises(OptionError, match="b: starts from run a, which is not started; it waits"):
         with_start_model(plan.runs[1], plan, runs)
     (runs / "a").mkdir(parents=True)
@@ -151,6 +153,11 @@ def test_a_run_that_starts_from_another_waits_for_its_model(repo):
     assert with_start_model(plan.runs[1], plan, runs)["init_from"] == str(runs / "a" / "model.keras")
     assert with_start_model(plan.runs[2], plan, runs)["init_from"] == str(repo / "models" / "x.keras")
     assert with_start_model(plan.runs[0], plan, runs) == plan.runs[0]
+    options = {**TINY, "augmentation": {**SEED_AUGMENTATION, **TINY["augmentation"]}}
+    (runs / "b").mkdir()
+    (runs / "b" / "train_config.json").write_text(json.dumps(dataclasses.asdict(
+        TrainConfig(**options, init_from=str(runs / "a" / "model.keras")))))
+    assert list(status_table(path, runs)["state"]) == ["completed", "interrupted", "not started"]
 
 
 def test_parallel_runs_start_a_run_once_the_run_it_starts_from_finished(repo, monkeypatch):

@@ -13,12 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fer_utils import DataError
+from fer_utils import DataError, OptionError
 from fer_utils.augment import build_augmentation
 from fer_utils.data import load_dataset
 from fer_utils.models import build_model
 from fer_utils.prepare import prepare
-from fer_utils.runs import lock_holder, model_dir
+from fer_utils.runs import lock_holder, model_dir, read_history
 from fer_utils.train import (
     Batches,
     EpochTimer,
@@ -238,13 +238,28 @@ def test_a_start_model_of_another_split_or_shape_is_refused_by_name(prepared, sy
     train(prepared, TrainConfig(epochs=1, **TINY), tmp_path / "first")
     start = tmp_path / "first" / "model.keras"
     other = prepare(load_dataset(synthetic_zip), seed=1)
-    with pytest.raises(DataError, match="first/model.keras: trained on another train/validation split"):
+    with pytest.raises(DataError, match=r"first/model.keras: trained on another train/validation split .* \(\d+ of"):
         train(other, TrainConfig(epochs=1, init_from=str(start), seed=1, **TINY), tmp_path / "leak")
+    everything = prepare(load_dataset(synthetic_zip), val_fraction=0.0)
+    train(everything, TrainConfig(epochs=1, init_from=str(start), **TINY), tmp_path / "all")
     wider = {**TINY, "model_options": {"widths": [16], "convs": [1]}}
     with pytest.raises(DataError, match="first/model.keras: its weights do not fit"):
         train(prepared, TrainConfig(epochs=1, init_from=str(start), **wider), tmp_path / "wider")
     with pytest.raises(FileNotFoundError, match="none.keras: no model to start from"):
         train(prepared, TrainConfig(epochs=1, init_from=str(tmp_path / "none.keras"), **TINY), tmp_path / "none")
+
+
+def test_a_run_without_validation_keeps_its_last_model_and_refuses_validation_rules(synthetic_zip, tmp_path):
+    everything = prepare(load_dataset(synthetic_zip), val_fraction=0.0)
+    model = train(everything, TrainConfig(epochs=2, **TINY), tmp_path / "all")
+    history = read_history(tmp_path / "all")
+    assert len(history) == 2 and not any(c.startswith("val_") for c in history.columns)
+    assert model.output_shape == (None, 7)
+    state = json.loads((tmp_path / "all" / "train_state.json").read_text())
+    assert state["state"] == "completed" and "no validation split" in state["model"]
+    for rule in ({"schedule": "plateau"}, {"early_stopping": 2}):
+        with pytest.raises(OptionError, match="monitor val_.*no validation split .--val-fraction 0."):
+            train(everything, TrainConfig(epochs=2, **TINY, **rule), tmp_path / str(rule))
 
 
 def test_mirrored_strategy_on_two_logical_cpus(synthetic_zip, tmp_path):
@@ -294,6 +309,8 @@ def test_history_summary_names_the_best_epoch_counting_from_one():
     assert summarize_history(history) == {"best val_accuracy": 0.6123, "best epoch": 2, "epochs": 3, "minutes": 3.2}
     with pytest.raises(DataError, match="no epoch has ended yet"):
         summarize_history(history.iloc[:0])
+    unvalidated = history.drop(columns="val_accuracy")
+    assert summarize_history(unvalidated) == {"best val_accuracy": None, "best epoch": 3, "epochs": 3, "minutes": 3.2}
 
 
 def test_summarize_runs_writes_training_json_and_config_table_has_a_column_per_model(tmp_path):

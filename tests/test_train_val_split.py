@@ -19,8 +19,13 @@ def test_split_is_seeded():
     assert not np.array_equal(train_val_split(LABELS, seed=1)[1], train_val_split(LABELS, seed=2)[1])
 
 
+def test_a_zero_fraction_keeps_all_of_training_for_training():
+    train, val = train_val_split(LABELS, 0.0)
+    assert np.array_equal(train, np.arange(len(LABELS))) and val.size == 0 and val.dtype == train.dtype
+
+
 def test_split_errors():
-    with pytest.raises(ValueError, match="val_fraction must be between 0 and 1"):
+    with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\), got 1.0"):
         train_val_split(LABELS, 1.0)
     with pytest.raises(DataError, match="class.es. disgust have a single image"):
         train_val_split(np.array([0, 0, 1, 2, 2]))
