@@ -101,6 +101,10 @@ def _sweep(run: Path, metrics: dict) -> list[str]:
 def _training(run: Path, metrics: dict) -> list[str]:
     lines = []
     for row in read_json(run / TRAINING, []):
+        if row["best val_accuracy"] is None:
+            lines.append(f"`{row['model']}`: no validation split (trained on all of Training); the model of its "
+                         f"last epoch, after {row['epochs']} epochs ({row['minutes']:.0f} minutes).")
+            continue
         history = read_history(model_dir(run, row["model"]))
         line = (f"`{row['model']}`: best validation accuracy {percent(row['best val_accuracy'])} at epoch "
                 f"{row['best epoch']} of {row['epochs']} ({row['minutes']:.0f} minutes)")

@@ -23,6 +23,7 @@ from fer_utils.runs import (
     REPORT_MD,
     TRAIN_CONFIG,
     TRAINING,
+    by_validation,
     model_dir,
     read_json,
 )
@@ -166,8 +167,7 @@ def _abstract(run: Run) -> list[str]:
     text = (f"This study rebuilds the seed report's facial emotion recognition pipeline on {kind}: "
             f"blank-image filtering, a train/validation split of Training ({run.split_words()}), class weights, "
             f"augmentation, {len(run.training)} trained model(s) and test-time augmentation (TTA).")
-    best = next((t["model"] for t in sorted(run.training, key=lambda t: -t["best val_accuracy"])
-                 if t["model"] in scores), None)
+    best = next((model for model in by_validation(run.training) if model in scores), None)
     if best:
         r = scores[best]
         text += (f" The model with the best validation accuracy, `{best}`, reaches {_ci(r['plain'], 'accuracy')} "

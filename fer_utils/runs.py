@@ -78,7 +78,14 @@ def trained_models(run_dir) -> list[str]:
     if not training:
         raise FileNotFoundError(f"{Path(run_dir) / TRAINING}: not found or empty; run the training "
                                 f"notebook (04) for this run folder first")
-    return [t["model"] for t in sorted(training, key=lambda t: -t["best val_accuracy"])]
+    return by_validation(training)
+
+
+def by_validation(training: list[dict]) -> list[str]:
+    """The models of ``training.json`` rows, best validation accuracy first; those trained
+    without validation split (``None``) last, as they cannot be ranked."""
+    return [t["model"] for t in sorted(training, key=lambda t: (t["best val_accuracy"] is None,
+                                                                -(t["best val_accuracy"] or 0)))]
 
 
 def beside_model(run_dir, name: str, architecture: str = "seed_cnn") -> str | None:

@@ -59,6 +59,12 @@ def test_every_chapter_reads_its_numbers_from_the_run_folder(tmp_path):
         "batch 32, but 1 other cell(s) lie within its 95% interval (±5.9 points): the grid does not separate them.")
     assert found["04"] == ["`seed_cnn`: best validation accuracy 55.0% at epoch 2 of 3 (12 minutes); training "
                            "accuracy 60.0% at that epoch."]
+    rows = read_json(tmp_path / "training.json")
+    write_json(tmp_path / "training.json", [*rows, {"model": "all", "best val_accuracy": None, "best epoch": 20,
+                                                    "epochs": 20, "minutes": 51.0}])
+    assert chapter_findings(tmp_path, "04")[1] == ("`all`: no validation split (trained on all of Training); "
+                                                   "the model of its last epoch, after 20 epochs (51 minutes).")
+    write_json(tmp_path / "training.json", rows)
     assert found["05"] == ["`seed_cnn` on PublicTest: 50.0% [45.0, 55.0] plain, 52.0% [47.0, 57.0] with "
                            "random TTA (+2.0 [+1.0, +3.0] points), 49.0% [44.0, 54.0] with deterministic TTA "
                            "(-1.0 [-2.0, +0.0] points)."]

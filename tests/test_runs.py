@@ -144,9 +144,10 @@ def test_rewritten_manifest_keeps_the_starting_commit_and_time(tmp_path, monkeyp
 def test_trained_models_best_first_and_a_named_error_before_training(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"training\.json: not found or empty; run the training notebook"):
         runs.trained_models(tmp_path)
-    runs.write_json(tmp_path / runs.TRAINING, [{"model": "a", "best val_accuracy": 0.4},
+    runs.write_json(tmp_path / runs.TRAINING, [{"model": "all", "best val_accuracy": None},
+                                               {"model": "a", "best val_accuracy": 0.4},
                                                {"model": "b", "best val_accuracy": 0.6}])
-    assert runs.trained_models(tmp_path) == ["b", "a"]
+    assert runs.trained_models(tmp_path) == ["b", "a", "all"]  # a run without validation split last
     assert runs.model_path(tmp_path, "b") == tmp_path / "models" / "b" / "model.keras"
     assert runs.model_dir(tmp_path) == tmp_path and not list(tmp_path.glob(".tmp-*"))
 
