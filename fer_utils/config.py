@@ -20,6 +20,8 @@ class TrainConfig:
     model: str = "vgg_gap"
     model_options: dict = field(default_factory=dict)  # builder keywords: widths, dropout, ...
     init_from: str = ""               # a saved model (same model and options) to start from; "": random
+    teachers: list = field(default_factory=list)  # saved models whose mean probabilities soften the targets
+    distill: float = 0.0              # weight of the teachers' probabilities in the targets, 0-1
     epochs: int = 20
     batch_size: int = 64
     optimizer: str = "adamw"          # adam | adamw | sgd
@@ -55,10 +57,21 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.distill <= 1:
+            raise ValueError(f"distill must be in [0, 1], got {self.distill}")
+        if self.distill and not self.teachers:
+            raise ValueError(f"distill {self.distill} needs teachers (saved models) to learn from")
+        if self.teachers and not self.distill:
+            raise ValueError("teachers need a distill weight above 0 (the share of their probabilities in the targets)")
         unknown = set(self.augmentation) - set(SEED_AUGMENTATION)
         if unknown:
             raise ValueError(f"unknown augmentation option(s): {', '.join(sorted(unknown))}")
         self.augmentation = {**SEED_AUGMENTATION, **self.augmentation}  # options given override the seed's
+
+    @property
+    def source_models(self) -> list[tuple[str, str]]:
+        """``(path, option)`` of each saved model the run learns from (``init_from``, ``teachers``)."""
+        return [(self.init_from, "init_from")] * bool(self.init_from) + [(t, "teachers") for t in self.teachers]
 
     @property
     def decay(self) -> float:

@@ -166,26 +166,33 @@ def next_run(plan: Plan, runs_dir, tried) -> dict | None:
                  and run_state(Path(runs_dir) / entry["name"]) not in DONE), None)
 
 
-def with_start_model(entry: dict, plan: Plan, runs_dir) -> dict:
-    """``entry`` with its ``init_from`` as a path: a run of the plan named there becomes that
-    run's best model (an :class:`OptionError` until the run is finished), a relative path is
-    taken from the project root."""
-    start = entry.get("init_from")
-    if not start:
-        return entry
-    if start in {other["name"] for other in plan.runs}:
-        state = run_state(Path(runs_dir) / start)
+def with_model_paths(entry: dict, plan: Plan, runs_dir) -> dict:
+    """``entry`` with the models it learns from (``init_from``, ``teachers``) as paths: a run of
+    the plan named there becomes that run's best model (an :class:`OptionError` until the run
+    is finished), a relative path is taken from the project root."""
+    names = {other["name"] for other in plan.runs}
+
+    def path(model: str) -> str:
+        if model not in names:
+            return str(plan.root / model)
+        state = run_state(Path(runs_dir) / model)
         if state not in DONE:
-            raise OptionError(f"{entry['name']}: starts from run {start}, which is {state}; it waits until "
-                              f"{start} is finished")
-        return {**entry, "init_from": str(Path(runs_dir) / start / MODEL)}
-    return {**entry, "init_from": str(plan.root / start)}
+            raise OptionError(f"{entry['name']}: learns from run {model}, which is {state}; it waits until "
+                              f"{model} is finished")
+        return str(Path(runs_dir) / model / MODEL)
+
+    resolved = dict(entry)
+    if entry.get("init_from"):
+        resolved["init_from"] = path(entry["init_from"])
+    if entry.get("teachers"):
+        resolved["teachers"] = [path(teacher) for teacher in entry["teachers"]]
+    return resolved
 
 
 def _resolved(entry: dict, plan: Plan, runs_dir) -> dict | None:
-    """:func:`with_start_model`, or None while the run ``entry`` starts from is unfinished."""
+    """:func:`with_model_paths`, or None while a run ``entry`` learns from is unfinished."""
     try:
-        return with_start_model(entry, plan, runs_dir)
+        return with_model_paths(entry, plan, runs_dir)
     except OptionError:
         return None
 
@@ -216,7 +223,7 @@ def run_plan(plan_file, runs_dir=None, log=print) -> int:
             tried.add(entry["name"])
             run_dir = runs_dir / entry["name"]
             try:
-                entry = with_start_model(entry, plan, runs_dir)
+                entry = with_model_paths(entry, plan, runs_dir)
             except OptionError as waiting:
                 log(str(waiting))
                 continue
@@ -257,7 +264,7 @@ def run_parallel(plan_file, runs_dir, *, jobs: int, env=None, log=print) -> dict
         if waiting and not ready and not running:
             for entry in waiting:
                 codes[entry["name"]] = 1
-                log(f"{entry['name']}: not started, the run it starts from did not finish")
+                log(f"{entry['name']}: not started, a run it learns from did not finish")
             break
         for entry in ready[:jobs - len(running)]:
             waiting.remove(entry)

@@ -90,7 +90,8 @@ def epoch_orders(n: int, seed: int, first: int, last: int) -> np.ndarray:
 class Batches(keras.utils.PyDataset):
     """Batches ``(x, one_hot)`` or, with per-class ``weights``, ``(x, one_hot, sample_weight)``
     of in-memory uint8 ``images``, for any Keras backend; ``x`` is float32
-    ``(batch, 48, 48, 1)``, values 0-255.
+    ``(batch, 48, 48, 1)``, values 0-255; ``targets`` (``(n, 7)``, e.g. :func:`soft_targets`)
+    replace the one-hot labels.
 
     Without ``seed``: one pass in order (validation). With ``seed``: an endless stream
     (train with ``steps_per_epoch=batches.steps``) in which batch ``i`` belongs to epoch
@@ -99,10 +100,11 @@ class Batches(keras.utils.PyDataset):
     a resumed run sees what an uninterrupted one would.
     """
 
-    def __init__(self, images, labels, *, batch_size: int, weights=None, seed=None, first_epoch: int = 0):
+    def __init__(self, images, labels, *, batch_size: int, weights=None, seed=None, first_epoch: int = 0,
+                 targets=None):
         super().__init__()
         self.images, self.batch_size, self.seed, self.first_epoch = images, batch_size, seed, first_epoch
-        self.targets = [np.eye(len(CLASSES), dtype=np.float32)[labels]]
+        self.targets = [np.eye(len(CLASSES), dtype=np.float32)[labels] if targets is None else targets]
         if weights is not None:
             self.targets.append(np.array([weights[i] for i in range(len(CLASSES))], np.float32)[labels])
         self.steps = -(-len(images) // batch_size)
@@ -119,6 +121,20 @@ class Batches(keras.utils.PyDataset):
             self._order = epoch_orders(len(self.images), self.seed, self._epoch, self._epoch + 1)[0]
         take = self._order[step * self.batch_size:(step + 1) * self.batch_size]
         return (self.images[take][..., None].astype(np.float32), *(t[take] for t in self.targets))
+
+
+def soft_targets(labels: np.ndarray, teacher_probabilities: list, distill: float) -> np.ndarray:
+    """Targets for distillation: ``(1 - distill)`` of the one-hot labels plus ``distill`` of the
+    teachers' mean class probabilities, ``(n, 7)`` float32."""
+    one_hot = np.eye(len(CLASSES), dtype=np.float32)[labels]
+    return ((1 - distill) * one_hot + distill * np.mean(teacher_probabilities, axis=0)).astype(np.float32)
+
+
+def teacher_probabilities(paths, images: np.ndarray) -> list[np.ndarray]:
+    """Each saved teacher model's class probabilities for ``images`` (not augmented)."""
+    from fer_utils.inference import predict_proba  # noqa: PLC0415
+
+    return [predict_proba(keras.models.load_model(path, compile=False), images) for path in paths]
 
 
 def training_model(model: keras.Model, augmentation=None, channels: int = 1) -> keras.Model:
@@ -317,19 +333,20 @@ def _check_split(out: Path, prepared: Prepared) -> None:
                             f"run started with; resume with the same data, --val-fraction and seed")
 
 
-def existing_start(start) -> Path:
-    """``start`` (``init_from``) as a path, or a named error when there is no such file."""
-    start = Path(start)
-    if not start.is_file():
-        raise FileNotFoundError(f"{start}: no model to start from (init_from)")
-    return start
+def existing_model(path, option: str) -> Path:
+    """A saved model given as ``option`` (``init_from``, ``teachers``) as a path, or a named
+    error when there is no such file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model ({option})")
+    return path
 
 
-def _check_start(out: Path, start: Path) -> None:
-    """Refuse a model to start from that is missing, or whose run (``split.npz`` beside it)
-    trained on images of this run's validation split or on other data; a model without a
-    run folder is taken as it is."""
-    start = existing_start(start)
+def _check_source_model(out: Path, path, option: str) -> None:
+    """Refuse a model this run learns from (``option``: ``init_from``, ``teachers``) that is
+    missing, or whose run (``split.npz`` beside it) trained on images of this run's
+    validation split or on other data; a model without a run folder is taken as it is."""
+    start = existing_model(path, option)
     if not (start.parent / SPLIT).exists():
         return
     with np.load(start.parent / SPLIT) as theirs, np.load(out / SPLIT) as ours:
@@ -354,7 +371,8 @@ def train(prepared: Prepared, config: TrainConfig, out_dir, *, resume: bool = Fa
     Writes ``train_config.json``, ``split.npz``, ``history.csv``, ``train_state.json``
     (state and why the run stopped), the best model (by validation accuracy) as
     ``runs.MODEL``; returns the best model. Training starts from the weights of
-    ``config.init_from`` when given (a model of the same split, model and options). A run that was
+    ``config.init_from`` when given (a model of the same split, model and options), and
+    learns from the probabilities of ``config.teachers`` (:func:`soft_targets`). A run that was
     killed or stopped by its time budget continues from its last epoch with ``resume=True``.
     """
     out = Path(out_dir)
@@ -367,8 +385,8 @@ def train(prepared: Prepared, config: TrainConfig, out_dir, *, resume: bool = Fa
     if resume:
         check_resume(out, config)
     _check_split(out, prepared)
-    if config.init_from:
-        _check_start(out, config.init_from)
+    for path, option in config.source_models:
+        _check_source_model(out, path, option)
     write_json(out / TRAIN_CONFIG, asdict(config))
     keras.utils.set_random_seed(config.seed)
     augmentation = build_augmentation(config.seed, **config.augmentation)  # float32, whatever the policy
@@ -425,8 +443,10 @@ def _fit(prepared: Prepared, config: TrainConfig, out: Path, augmentation) -> ke
     spent = checkpoint.restored.get("EpochTimer", {}).get("seconds", 0.0)
     out_of_time = bool(config.time_budget and done and spent * (done + 1) / done > config.time_budget * 60)
     if done < config.epochs and not stopped_early and not out_of_time:
+        targets = (soft_targets(y_train, teacher_probabilities(config.teachers, x_train), config.distill)
+                   if config.teachers else None)
         train_batches = Batches(x_train, y_train, batch_size=config.batch_size, seed=config.seed, first_epoch=done,
-                                weights=prepared.class_weights if config.class_weighted else None)
+                                weights=prepared.class_weights if config.class_weighted else None, targets=targets)
         trainer.fit(train_batches, validation_data=validation, epochs=config.epochs,
                     initial_epoch=done, steps_per_epoch=train_batches.steps, shuffle=False, callbacks=callbacks,
                     verbose=config.verbose)
@@ -511,7 +531,11 @@ def train_run(data, out, config: TrainConfig, *, val_fraction: float = 0.2, drop
 
     if resume:
         check_resume(out, config)
-    start_hash = source_hash(existing_start(config.init_from)) if config.init_from else None
+    hashes = {}
+    if config.init_from:
+        hashes["init_from_sha256"] = source_hash(existing_model(config.init_from, "init_from"))
+    if config.teachers:
+        hashes["teachers_sha256"] = [source_hash(existing_model(path, "teachers")) for path in config.teachers]
     dataset = load_dataset(data, skip_bad=skip_bad, resize=resize)
     run_dir = claim_run_dir(out, dataset.source_hash, force=force, resume=resume, resumable=True)
     with RunLock(run_dir):
@@ -520,7 +544,7 @@ def train_run(data, out, config: TrainConfig, *, val_fraction: float = 0.2, drop
         write_manifest(run_dir, kind="train", parameters={**asdict(config), "val_fraction": val_fraction,
                                                           "drop_test_duplicates": drop_test_duplicates},
                        data_source=dataset.source, data_hash=dataset.source_hash, synthetic=dataset.synthetic,
-                       extra={"init_from_sha256": start_hash} if start_hash else None)
+                       extra=hashes)
         if dataset.synthetic:
             notify("NOTE: training on SYNTHETIC data, not FER2013")
         train(prepared, config, run_dir, resume=resume)

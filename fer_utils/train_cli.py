@@ -16,6 +16,7 @@ HELP = {"strategy": "tf.distribute strategy: default, mirrored or multiworker (T
         "weight_decay": "decoupled, any optimizer; -1: 1e-4 for adamw, 0 for the others; ",
         "precision": "auto (bf16 on an accelerator or a bf16 CPU), mixed_bfloat16 or float32; ",
         "init_from": "a .keras model of the same model and options whose weights training starts from; ",
+        "distill": "share of the --teachers' mean probabilities in the training targets; ",
         "momentum": "sgd only; ", "warmup_epochs": "cosine only; "}
 #: Data options a resumed run must also keep.
 DATA_OPTIONS = {"val_fraction": 0.2, "drop_test_duplicates": False}
@@ -34,6 +35,9 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         if isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                 help=f"default: {default}")
+        elif isinstance(default, list):
+            parser.add_argument(flag, type=json.loads, default=argparse.SUPPRESS,
+                                help='JSON list of saved models, e.g. ["runs/a/model.keras"]; default: none')
         elif isinstance(default, dict):
             help_text = (f"JSON overriding the seed augmentation {json.dumps(SEED_AUGMENTATION)}"
                          if f.name == "augmentation"

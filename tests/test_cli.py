@@ -102,6 +102,9 @@ def bad_inputs(tmp_path, synthetic_zip, good_files):
         (["train", *data, "--out", str(tmp_path / "out"), "--augmentation", '{"blur": 1}'],
          "unknown augmentation option(s): blur"),
         (["train", *data, "--out", str(tmp_path / "out"), "--epochs", "0"], "epochs must be at least 1"),
+        (["train", *data, "--out", str(tmp_path / "out"), "--distill", "0.5"], "distill 0.5 needs teachers"),
+        (["train", *data, "--out", str(tmp_path / "out"), "--distill", "0.5", "--teachers", '["t.keras"]'],
+         "t.keras: no such model (teachers)"),
         (["summary", "--data", str(bomb)], "bomb.zip:train/happy/Training_9.png: image too large"),
         (["summary", "--data", str(binary)], "binary.csv: not a text CSV file"),
     ]

@@ -23,7 +23,7 @@ from fer_utils.long_runs import (
     run_parallel,
     status_table,
     train_args,
-    with_start_model,
+    with_model_paths,
 )
 from fer_utils.runs import RunLock
 
@@ -146,13 +146,16 @@ def test_a_run_that_starts_from_another_waits_for_its_model(repo):
     path = write_plan(repo, [{"name": "a", **TINY}, {"name": "b", **TINY, "init_from": "a"},
                              {"name": "c", **TINY, "init_from": "models/x.keras"}])
     plan = load_plan(path)
-    with pytest.raises(OptionError, match="b: starts from run a, which is not started; it waits"):
-        with_start_model(plan.runs[1], plan, runs)
+    with pytest.raises(OptionError, match="b: learns from run a, which is not started; it waits"):
+        with_model_paths(plan.runs[1], plan, runs)
     (runs / "a").mkdir(parents=True)
     (runs / "a" / "train_state.json").write_text(json.dumps({"state": "completed"}))
-    assert with_start_model(plan.runs[1], plan, runs)["init_from"] == str(runs / "a" / "model.keras")
-    assert with_start_model(plan.runs[2], plan, runs)["init_from"] == str(repo / "models" / "x.keras")
-    assert with_start_model(plan.runs[0], plan, runs) == plan.runs[0]
+    assert with_model_paths(plan.runs[1], plan, runs)["init_from"] == str(runs / "a" / "model.keras")
+    assert with_model_paths(plan.runs[2], plan, runs)["init_from"] == str(repo / "models" / "x.keras")
+    assert with_model_paths(plan.runs[0], plan, runs) == plan.runs[0]
+    student = {"name": "s", "teachers": ["a", "models/y.keras"], "distill": 0.5}
+    assert with_model_paths(student, plan, runs)["teachers"] == [str(runs / "a" / "model.keras"),
+                                                                 str(repo / "models" / "y.keras")]
     options = {**TINY, "augmentation": {**SEED_AUGMENTATION, **TINY["augmentation"]}}
     (runs / "b").mkdir()
     (runs / "b" / "train_config.json").write_text(json.dumps(dataclasses.asdict(
@@ -185,7 +188,7 @@ def test_parallel_runs_start_a_run_once_the_run_it_starts_from_finished(repo, mo
     assert codes == {"a": 0, "broken": 1, "b": 0, "c": 1}
     assert [Path(c[c.index("--out") + 1]).name for c in started] == ["a", "broken", "b"]
     assert started[2][started[2].index("--init-from") + 1] == str(repo / "runs" / "a" / "model.keras")
-    assert "c: not started, the run it starts from did not finish" in logged
+    assert "c: not started, a run it learns from did not finish" in logged
 
 
 def test_a_model_over_the_size_limit_is_published_as_a_bfloat16_export(tmp_path):

@@ -27,6 +27,7 @@ from fer_utils.train import (
     epoch_orders,
     resolve_precision,
     saved_options,
+    soft_targets,
     summarize_history,
     summarize_runs,
     train,
@@ -79,6 +80,24 @@ def test_training_model_augments_only_when_training_and_repeats_channels():
 def test_config_rejects_unknown_choices():
     with pytest.raises(ValueError, match="optimizer must be one of adam, adamw, sgd, got 'rmsprop'"):
         TrainConfig(optimizer="rmsprop")
+    with pytest.raises(ValueError, match=r"distill must be in \[0, 1\], got 1.5"):
+        TrainConfig(teachers=["t.keras"], distill=1.5)
+    with pytest.raises(ValueError, match="distill 0.5 needs teachers"):
+        TrainConfig(distill=0.5)
+    with pytest.raises(ValueError, match="teachers need a distill weight above 0"):
+        TrainConfig(teachers=["t.keras"])
+
+
+def test_soft_targets_mix_the_labels_with_the_teachers_mean():
+    labels = np.array([0, 2])
+    teachers = [np.array([[0.5, 0.5, 0, 0, 0, 0, 0], [0, 0, 1.0, 0, 0, 0, 0]]),
+                np.array([[0.1, 0.9, 0, 0, 0, 0, 0], [0, 0.5, 0.5, 0, 0, 0, 0]])]
+    targets = soft_targets(labels, teachers, distill=0.5)
+    np.testing.assert_allclose(targets[0, :2], [0.65, 0.35])
+    np.testing.assert_allclose(targets[1, 1:3], [0.125, 0.875])
+    assert targets.dtype == np.float32 and np.allclose(targets.sum(axis=1), 1)
+    images = np.zeros((2, 48, 48), np.uint8)
+    np.testing.assert_array_equal(Batches(images, labels, batch_size=2, targets=targets)[0][1], targets)
 
 
 @pytest.mark.parametrize("offset, budget, stops_after", [(0, 0, None), (0, 35, 3), (0, 29, 2), (25, 40, 1)])
@@ -245,7 +264,7 @@ def test_a_start_model_of_another_split_or_shape_is_refused_by_name(prepared, sy
     wider = {**TINY, "model_options": {"widths": [16], "convs": [1]}}
     with pytest.raises(DataError, match="first/model.keras: its weights do not fit"):
         train(prepared, TrainConfig(epochs=1, init_from=str(start), **wider), tmp_path / "wider")
-    with pytest.raises(FileNotFoundError, match="none.keras: no model to start from"):
+    with pytest.raises(FileNotFoundError, match=r"none.keras: no such model \(init_from\)"):
         train(prepared, TrainConfig(epochs=1, init_from=str(tmp_path / "none.keras"), **TINY), tmp_path / "none")
 
 
@@ -260,6 +279,20 @@ def test_a_run_without_validation_keeps_its_last_model_and_refuses_validation_ru
     for rule in ({"schedule": "plateau"}, {"early_stopping": 2}):
         with pytest.raises(OptionError, match="monitor val_.*no validation split .--val-fraction 0."):
             train(everything, TrainConfig(epochs=2, **TINY, **rule), tmp_path / str(rule))
+
+
+def test_a_student_learns_from_its_teachers_probabilities(prepared, synthetic_zip, tmp_path):
+    train(prepared, TrainConfig(epochs=1, **TINY), tmp_path / "teacher")
+    teacher = tmp_path / "teacher" / "model.keras"
+    train(prepared, TrainConfig(epochs=1, **TINY), tmp_path / "alone")
+    train_run(synthetic_zip, tmp_path / "student", TrainConfig(epochs=1, teachers=[str(teacher)], distill=1.0, **TINY))
+    alone, student = (read_history(tmp_path / name)["loss"][0] for name in ("alone", "student"))
+    assert alone != pytest.approx(student, rel=1e-3)  # the same run but for its targets
+    manifest = json.loads((tmp_path / "student" / "manifest.json").read_text())
+    assert manifest["teachers_sha256"] == [hashlib.sha256(teacher.read_bytes()).hexdigest()]
+    other = prepare(load_dataset(synthetic_zip), seed=1)
+    with pytest.raises(DataError, match="teacher/model.keras: trained on another train/validation split"):
+        train(other, TrainConfig(epochs=1, teachers=[str(teacher)], distill=0.5, seed=1, **TINY), tmp_path / "leak")
 
 
 def test_mirrored_strategy_on_two_logical_cpus(synthetic_zip, tmp_path):
