@@ -210,23 +210,26 @@ def reread_plan(plan_file, plan: Plan, log=print) -> Plan:
 def run_plan(plan_file, runs_dir=None, log=print) -> int:
     """Train every unfinished run of the plan in order, each from its pinned code, reading the
     plan again before each run (:func:`reread_plan`); returns how many failed. A run that
-    fails is logged and the next one goes on."""
+    fails is logged and the next one goes on; a run that learns from an unfinished one waits
+    for it (:func:`with_model_paths`)."""
     plan = load_plan(plan_file)
     runs_dir = plan.runs_dir(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     for entry in plan.runs:
         if (state := run_state(runs_dir / entry["name"])) in DONE:
             log(f"{entry['name']}: {state}, skipped")
-    failures, tried = 0, set()
+    failures, tried, waiting = 0, set(), set()
     with RunLock(runs_dir):
-        while (entry := next_run(plan := reread_plan(plan_file, plan, log), runs_dir, tried)) is not None:
-            tried.add(entry["name"])
+        while (entry := next_run(plan := reread_plan(plan_file, plan, log), runs_dir, tried | waiting)) is not None:
             run_dir = runs_dir / entry["name"]
             try:
                 entry = with_model_paths(entry, plan, runs_dir)
-            except OptionError as waiting:
-                log(str(waiting))
+            except OptionError as unfinished:  # tried again once another run has been trained
+                log(str(unfinished))
+                waiting.add(entry["name"])
                 continue
+            tried.add(entry["name"])
+            waiting.clear()
             differ = plan_differences(entry, run_dir)
             if differ:
                 log(f"{entry['name']}: skipped, the plan now differs from the run's saved options in "
@@ -260,15 +263,14 @@ def run_parallel(plan_file, runs_dir, *, jobs: int, env=None, log=print) -> dict
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "XLA_PYTHON_CLIENT_MEM_FRACTION": share, **(env or {})}
     waiting, running, codes = list(plan.runs), {}, {}
     while waiting or running:
-        ready = [entry for entry in waiting if _resolved(entry, plan, runs_dir)]
+        ready = [(entry, resolved) for entry in waiting if (resolved := _resolved(entry, plan, runs_dir))]
         if waiting and not ready and not running:
             for entry in waiting:
                 codes[entry["name"]] = 1
                 log(f"{entry['name']}: not started, a run it learns from did not finish")
             break
-        for entry in ready[:jobs - len(running)]:
-            waiting.remove(entry)
-            entry = _resolved(entry, plan, runs_dir)
+        for planned, entry in ready[:jobs - len(running)]:
+            waiting.remove(planned)
             command = [sys.executable, "-m", "fer_utils", "train", "--data", str(plan.data),
                        "--out", str(runs_dir / entry["name"]), *train_args(entry)]
             with (runs_dir / f"{entry['name']}.log").open("w") as out:

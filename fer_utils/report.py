@@ -305,7 +305,7 @@ def _seed_side_by_side(run: Run) -> list[str]:
         ["TTA copies", "10 in its text; 15 prediction passes in its log", f"{tta_n} random copies"]])
     scores = run.scores().get(seed)
     rows = [["validation accuracy", _pct(SEED_REPORT["validation accuracy"]),
-             _pct(summary["best val_accuracy"]) if summary else "-"],
+             _pct(summary["best val_accuracy"]) if summary.get("best val_accuracy") is not None else "-"],
             ["test accuracy with TTA", _pct(SEED_REPORT["test accuracy with TTA"]),
              _ci(scores["tta_random"], "accuracy") if scores else "-"],
             ["TTA gain", "about +2 points", f"{_gain(scores['tta_random'])} points" if scores else "-"]]
@@ -325,7 +325,7 @@ def _seed_side_by_side(run: Run) -> list[str]:
 def _verdicts(run: Run, seed: str | None, summary: dict, scores: dict | None) -> list[str]:
     """What replicated and what did not, each said from the numbers above."""
     lines = []
-    if summary:
+    if summary.get("best val_accuracy") is not None:  # None: trained without validation split
         gap = 100 * (summary["best val_accuracy"] - SEED_REPORT["validation accuracy"])
         lines.append(f"- Validation accuracy: {gap:+.1f} points from the seed's "
                      f"{_pct(SEED_REPORT['validation accuracy'])}; "

@@ -214,8 +214,10 @@ class BestModel(keras.callbacks.Callback):
         self.bare, self.path, self.best = model, path, -np.inf
 
     def on_epoch_end(self, epoch, logs=None):
-        if "val_accuracy" not in logs or logs["val_accuracy"] > self.best:
-            self.best = float(logs.get("val_accuracy", self.best))
+        if "val_accuracy" not in logs:  # no validation: the last epoch's model is kept
+            save_atomically(self.path, self.bare.save)
+        elif logs["val_accuracy"] > self.best:
+            self.best = float(logs["val_accuracy"])
             save_atomically(self.path, self.bare.save)
 
 
@@ -342,19 +344,32 @@ def existing_model(path, option: str) -> Path:
     return path
 
 
-def _check_source_model(out: Path, path, option: str) -> None:
-    """Refuse a model this run learns from (``option``: ``init_from``, ``teachers``) that is
-    missing, or whose run (``split.npz`` beside it) trained on images of this run's
-    validation split or on other data; a model without a run folder is taken as it is."""
-    start = existing_model(path, option)
-    if not (start.parent / SPLIT).exists():
-        return
-    with np.load(start.parent / SPLIT) as theirs, np.load(out / SPLIT) as ours:
-        seen = np.intersect1d(theirs["train"], ours["val"]).size
-        if seen or theirs["train"].size + theirs["val"].size != ours["train"].size + ours["val"].size:
-            raise DataError(f"{start}: trained on another train/validation split than {out} ({seen} of its "
-                            f"training images are in this run's validation split); start from a run of the "
-                            f"same data, --val-fraction and seed, or train on all of Training (--val-fraction 0)")
+def check_sources(prepared: Prepared, config: TrainConfig, out, data_hash: str | None = None) -> None:
+    """Refuse a model this run learns from (``init_from``, ``teachers``) that is missing, or
+    whose run folder (``split.npz`` and ``manifest.json`` beside the model) shows it trained
+    on images of this run's validation split or on other data; a model without its run
+    folder is taken on trust. A resumed run that has a backup no longer needs ``init_from``."""
+    ours = np.flatnonzero(prepared.split == "val")
+    training = int(np.isin(prepared.split, ("train", "val")).sum())
+    for path, option in config.source_models:
+        if option == "init_from" and find_backup(Path(out)):
+            continue
+        model = existing_model(path, option)
+        recorded = read_json(model.parent / MANIFEST, {}).get("data", {}).get("sha256")
+        if data_hash and recorded and recorded != data_hash:
+            raise DataError(f"{model}: trained on other data (sha256 {recorded[:12]}..., this run's "
+                            f"{data_hash[:12]}...); learn from a model of the same data")
+        if not (model.parent / SPLIT).exists():
+            continue
+        with np.load(model.parent / SPLIT) as theirs:
+            seen, size = np.intersect1d(theirs["train"], ours).size, theirs["train"].size + theirs["val"].size
+        if size != training:
+            raise DataError(f"{model}: trained on a Training set of {size:,} images, this run's has {training:,}; "
+                            f"learn from a model of the same data and filtering")
+        if seen:
+            raise DataError(f"{model}: trained on another train/validation split: {seen:,} of its training images "
+                            f"are in this run's validation split; learn from a run of the same --val-fraction "
+                            f"and seed, or train on all of Training (--val-fraction 0)")
 
 
 def start_from(model: keras.Model, start) -> None:
@@ -369,24 +384,24 @@ def train(prepared: Prepared, config: TrainConfig, out_dir, *, resume: bool = Fa
     """Train ``config.model`` on ``prepared`` (its ``train`` and ``val`` splits) into ``out_dir``.
 
     Writes ``train_config.json``, ``split.npz``, ``history.csv``, ``train_state.json``
-    (state and why the run stopped), the best model (by validation accuracy) as
-    ``runs.MODEL``; returns the best model. Training starts from the weights of
-    ``config.init_from`` when given (a model of the same split, model and options), and
-    learns from the probabilities of ``config.teachers`` (:func:`soft_targets`). A run that was
-    killed or stopped by its time budget continues from its last epoch with ``resume=True``.
+    (state, why the run stopped, which epoch's model it kept), the best model by validation
+    accuracy (the last one without validation split) as ``runs.MODEL``; returns it. Training
+    starts from the weights of ``config.init_from`` when given (same model and options), and
+    learns from the probabilities of ``config.teachers`` (:func:`soft_targets`); both are
+    checked by :func:`check_sources`. A run that was killed or stopped by its time budget
+    continues from its last epoch with ``resume=True``.
     """
     out = Path(out_dir)
     check_model_options(config.model, config.model_options)
     if not (prepared.split == "val").any():
         _check_unvalidated(config)
+    check_sources(prepared, config, out)
     out.mkdir(parents=True, exist_ok=True)
     if find_backup(out) and not resume:
         raise FileExistsError(f"{out}: holds an interrupted run; pass resume=True (--resume) to continue it")
     if resume:
         check_resume(out, config)
     _check_split(out, prepared)
-    for path, option in config.source_models:
-        _check_source_model(out, path, option)
     write_json(out / TRAIN_CONFIG, asdict(config))
     keras.utils.set_random_seed(config.seed)
     augmentation = build_augmentation(config.seed, **config.augmentation)  # float32, whatever the policy
@@ -431,13 +446,7 @@ def _fit(prepared: Prepared, config: TrainConfig, out: Path, augmentation) -> ke
         if config.init_from and not backup:
             start_from(model, config.init_from)
         done = restore_backup(backup, trainer, checkpoint) if backup else 0
-    history = read_history(out)
-    if len(history) > done:  # rows past the backup (a kill between the log and the backup) go
-        kept = history[history["epoch"] < done]
-        if len(kept):
-            save_atomically(out / HISTORY, lambda tmp: kept.to_csv(tmp, index=False))
-        else:
-            (out / HISTORY).unlink()
+    _trim_history(out, done)
     _write_state(out, state="running", epochs_done=done, epochs_planned=config.epochs, pid=os.getpid())
     stopped_early = checkpoint.restored.get("EarlyStopping", {}).get("stopped_epoch", 0) > 0
     spent = checkpoint.restored.get("EpochTimer", {}).get("seconds", 0.0)
@@ -454,6 +463,18 @@ def _fit(prepared: Prepared, config: TrainConfig, out: Path, augmentation) -> ke
         checkpoint.on_train_begin()  # the restored counters, for _finish
     _finish(out, config, callbacks, out_of_time)
     return keras.models.load_model(out / MODEL)
+
+
+def _trim_history(out: Path, done: int) -> None:
+    """Drop the rows of ``history.csv`` past the ``done`` epochs of the backup (a kill between
+    the log and the backup), as written: Keras appends rows of the file's own columns."""
+    path = out / HISTORY
+    lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+    if len(lines) > done + 1:
+        if done:
+            save_atomically(path, lambda tmp: Path(tmp).write_text("".join(lines[:done + 1])))
+        else:
+            path.unlink()
 
 
 def _finish(out: Path, config: TrainConfig, callbacks: list, out_of_time: bool = False) -> None:
@@ -519,28 +540,46 @@ def saved_options(out) -> dict:
     return manifest["parameters"]
 
 
+def _source_hashes(config: TrainConfig, out, resume: bool) -> dict:
+    """The SHA-256 of the models the run learns from, for its manifest: ``init_from``'s as
+    recorded when the run started; the teachers', needed again on each resume, must not
+    have changed since (their targets would)."""
+    from fer_utils.data import source_hash  # noqa: PLC0415
+
+    earlier = read_json(Path(out) / MANIFEST, {}) if resume else {}
+    hashes = {}
+    if config.init_from:
+        hashes["init_from_sha256"] = earlier.get("init_from_sha256") or source_hash(config.init_from)
+    if config.teachers:
+        hashes["teachers_sha256"] = [source_hash(path) for path in config.teachers]
+        changed = [path for path, before, now in zip(config.teachers, earlier.get("teachers_sha256", []),
+                                                     hashes["teachers_sha256"]) if before != now]
+        if changed:
+            raise DataError(f"{out}: teacher model(s) changed since the run started: {', '.join(changed)}; "
+                            f"resume with the teachers it started with")
+    return hashes
+
+
 def train_run(data, out, config: TrainConfig, *, val_fraction: float = 0.2, drop_test_duplicates: bool = False,
               resume: bool = False, force: bool = False, skip_bad: bool = False, resize: bool = False,
               notify=lambda message: None) -> dict:
     """One training run as the ``train`` command makes it: check a resume, load and prepare
     ``data``, claim and lock the run folder ``out``, record its manifest, train, draw the
     learning curves into ``figures/``. Returns :func:`summarize_history` and the model path."""
-    from fer_utils.data import load_dataset, source_hash  # noqa: PLC0415 (the data and figure stacks load only here)
+    from fer_utils.data import load_dataset  # noqa: PLC0415 (the data and figure stacks load only here)
     from fer_utils.plots import learning_curves, save_fig  # noqa: PLC0415
     from fer_utils.prepare import prepare  # noqa: PLC0415
 
     if resume:
         check_resume(out, config)
-    hashes = {}
-    if config.init_from:
-        hashes["init_from_sha256"] = source_hash(existing_model(config.init_from, "init_from"))
-    if config.teachers:
-        hashes["teachers_sha256"] = [source_hash(existing_model(path, "teachers")) for path in config.teachers]
+    if val_fraction == 0:
+        _check_unvalidated(config)
     dataset = load_dataset(data, skip_bad=skip_bad, resize=resize)
+    prepared = prepare(dataset, val_fraction=val_fraction, seed=config.seed, drop_test_duplicates=drop_test_duplicates)
+    check_sources(prepared, config, out, dataset.source_hash)
+    hashes = _source_hashes(config, out, resume)
     run_dir = claim_run_dir(out, dataset.source_hash, force=force, resume=resume, resumable=True)
     with RunLock(run_dir):
-        prepared = prepare(dataset, val_fraction=val_fraction, seed=config.seed,
-                           drop_test_duplicates=drop_test_duplicates)
         write_manifest(run_dir, kind="train", parameters={**asdict(config), "val_fraction": val_fraction,
                                                           "drop_test_duplicates": drop_test_duplicates},
                        data_source=dataset.source, data_hash=dataset.source_hash, synthetic=dataset.synthetic,

@@ -21,6 +21,7 @@ from fer_utils.long_runs import (
     publish_model,
     reread_plan,
     run_parallel,
+    run_plan,
     status_table,
     train_args,
     with_model_paths,
@@ -161,6 +162,28 @@ def test_a_run_that_starts_from_another_waits_for_its_model(repo):
     (runs / "b" / "train_config.json").write_text(json.dumps(dataclasses.asdict(
         TrainConfig(**options, init_from=str(runs / "a" / "model.keras")))))
     assert list(status_table(path, runs)["state"]) == ["completed", "interrupted", "not started"]
+
+
+def test_a_planned_run_waits_for_the_runs_it_learns_from(repo, monkeypatch):
+    started, real = [], subprocess.run
+
+    def train(command, **kwargs):
+        if "--out" not in command:
+            return real(command, **kwargs)
+        out = Path(command[command.index("--out") + 1])
+        started.append(out.name)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_state.json").write_text(json.dumps({"state": "running" if out.name == "broken" else "completed"}))
+        return subprocess.CompletedProcess(command, int(out.name == "broken"))
+
+    monkeypatch.setattr(subprocess, "run", train)
+    plan = write_plan(repo, [{"name": "b", **TINY, "init_from": "a"}, {"name": "a", **TINY},
+                             {"name": "c", **TINY, "teachers": ["broken"], "distill": 0.5}, {"name": "broken", **TINY}])
+    logged = []
+    assert run_plan(plan, log=logged.append) == 1  # broken failed; c waited for it in vain
+    assert started == ["a", "b", "broken"]
+    assert "b: learns from run a, which is not started; it waits until a is finished" in logged
+    assert logged[-1] == "c: learns from run broken, which is interrupted; it waits until broken is finished"
 
 
 def test_parallel_runs_start_a_run_once_the_run_it_starts_from_finished(repo, monkeypatch):

@@ -253,14 +253,23 @@ def test_training_starts_from_a_saved_model_of_the_same_split(prepared, syntheti
     assert manifest["init_from_sha256"] == hashlib.sha256(start.read_bytes()).hexdigest()
 
 
-def test_a_start_model_of_another_split_or_shape_is_refused_by_name(prepared, synthetic_zip, tmp_path):
+def test_a_start_model_of_another_split_data_or_shape_is_refused_by_name(prepared, synthetic_zip, tmp_path):
     train(prepared, TrainConfig(epochs=1, **TINY), tmp_path / "first")
     start = tmp_path / "first" / "model.keras"
     other = prepare(load_dataset(synthetic_zip), seed=1)
-    with pytest.raises(DataError, match=r"first/model.keras: trained on another train/validation split .* \(\d+ of"):
+    with pytest.raises(DataError, match=r"first/model.keras: trained on another train/validation split: \d+ of"):
         train(other, TrainConfig(epochs=1, init_from=str(start), seed=1, **TINY), tmp_path / "leak")
+    assert not (tmp_path / "leak").exists()  # refused before anything is written
     everything = prepare(load_dataset(synthetic_zip), val_fraction=0.0)
     train(everything, TrainConfig(epochs=1, init_from=str(start), **TINY), tmp_path / "all")
+    one_less = np.arange(len(prepared.split)) == np.flatnonzero(prepared.split == "train")[0]
+    fewer = replace(prepared, split=np.where(one_less, "test", prepared.split))
+    with pytest.raises(DataError, match="first/model.keras: trained on a Training set of [0-9,]+ images, this run's"):
+        train(fewer, TrainConfig(epochs=1, init_from=str(start), **TINY), tmp_path / "fewer")
+    (tmp_path / "first" / "manifest.json").write_text(json.dumps({"data": {"sha256": "f" * 64}}))
+    with pytest.raises(DataError, match=r"first/model.keras: trained on other data \(sha256 ffffffffffff"):
+        train_run(synthetic_zip, tmp_path / "other-data", TrainConfig(epochs=1, init_from=str(start), **TINY))
+    assert not (tmp_path / "other-data").exists()
     wider = {**TINY, "model_options": {"widths": [16], "convs": [1]}}
     with pytest.raises(DataError, match="first/model.keras: its weights do not fit"):
         train(prepared, TrainConfig(epochs=1, init_from=str(start), **wider), tmp_path / "wider")
@@ -268,17 +277,44 @@ def test_a_start_model_of_another_split_or_shape_is_refused_by_name(prepared, sy
         train(prepared, TrainConfig(epochs=1, init_from=str(tmp_path / "none.keras"), **TINY), tmp_path / "none")
 
 
+def test_a_resumed_run_keeps_its_start_and_refuses_changed_teachers(prepared, synthetic_zip, tmp_path):
+    train(prepared, TrainConfig(epochs=1, **TINY), tmp_path / "first")
+    teacher, start = tmp_path / "first" / "model.keras", tmp_path / "start.keras"
+    shutil.copy(teacher, start)
+    config = TrainConfig(epochs=2, teachers=[str(teacher)], distill=0.5, time_budget=1e-6, **TINY)
+    train_run(synthetic_zip, tmp_path / "student", config)  # the budget stops it after one epoch; the backup stays
+    train(prepared, TrainConfig(epochs=1, seed=3, **TINY), tmp_path / "second")
+    shutil.copy(tmp_path / "second" / "model.keras", teacher)
+    with pytest.raises(DataError, match=r"student: teacher model.s. changed since the run started: .*first/model"):
+        train_run(synthetic_zip, tmp_path / "student", replace(config, time_budget=0.0), resume=True)
+    config = TrainConfig(epochs=2, init_from=str(start), time_budget=1e-6, **TINY)
+    train_run(synthetic_zip, tmp_path / "resumed", config)
+    started = hashlib.sha256(start.read_bytes()).hexdigest()
+    wider = {**TINY, "model_options": {"widths": [16], "convs": [1]}}
+    train(prepared, TrainConfig(epochs=1, **wider), tmp_path / "wide")
+    shutil.copy(tmp_path / "wide" / "model.keras", start)  # would not fit: the resume must not load it again
+    train_run(synthetic_zip, tmp_path / "resumed", replace(config, time_budget=0.0), resume=True)
+    manifest = json.loads((tmp_path / "resumed" / "manifest.json").read_text())
+    assert len(read_history(tmp_path / "resumed")) == 2 and manifest["init_from_sha256"] == started
+
+
 def test_a_run_without_validation_keeps_its_last_model_and_refuses_validation_rules(synthetic_zip, tmp_path):
     everything = prepare(load_dataset(synthetic_zip), val_fraction=0.0)
-    model = train(everything, TrainConfig(epochs=2, **TINY), tmp_path / "all")
-    history = read_history(tmp_path / "all")
-    assert len(history) == 2 and not any(c.startswith("val_") for c in history.columns)
+    config = TrainConfig(epochs=2, time_budget=1e-6, **TINY)
+    train(everything, config, tmp_path / "all")  # one epoch, then killed between its log row and its backup:
+    log = tmp_path / "all" / "history.csv"
+    log.write_text(log.read_text() + log.read_text().splitlines()[1] + "\n")
+    model = train(everything, replace(config, time_budget=0.0), tmp_path / "all", resume=True)
+    raw = pd.read_csv(tmp_path / "all" / "history.csv")
+    assert list(raw["epoch"]) == [0, 1] and raw["val_accuracy"].isna().all()  # Keras logs empty val_ columns
+    assert not any(c.startswith("val_") for c in read_history(tmp_path / "all").columns)
     assert model.output_shape == (None, 7)
     state = json.loads((tmp_path / "all" / "train_state.json").read_text())
     assert state["state"] == "completed" and "no validation split" in state["model"]
     for rule in ({"schedule": "plateau"}, {"early_stopping": 2}):
         with pytest.raises(OptionError, match="monitor val_.*no validation split .--val-fraction 0."):
-            train(everything, TrainConfig(epochs=2, **TINY, **rule), tmp_path / str(rule))
+            train_run(synthetic_zip, tmp_path / "rule", TrainConfig(epochs=2, **TINY, **rule), val_fraction=0.0)
+        assert not (tmp_path / "rule").exists()
 
 
 def test_a_student_learns_from_its_teachers_probabilities(prepared, synthetic_zip, tmp_path):
