@@ -11,8 +11,17 @@ from pathlib import Path
 import pandas as pd
 
 from fer_utils.prepare import Prepared
-from fer_utils.runs import HISTORY, SWEEP, SWEEP_DIR, TRAIN_CONFIG, read_history, read_json, write_json
-from fer_utils.train import TrainConfig, train
+from fer_utils.runs import (
+    HISTORY,
+    SWEEP,
+    SWEEP_DIR,
+    TRAIN_CONFIG,
+    read_history,
+    read_json,
+    read_train_state,
+    write_json,
+)
+from fer_utils.train import FINISHED, TrainConfig, train
 
 
 def sweep_config(model: str, train_runs: dict, epochs: int, seed: int = 0) -> TrainConfig:
@@ -26,13 +35,14 @@ def lr_batch_sweep(prepared: Prepared, base: TrainConfig, learning_rates, batch_
                    trained: str | None = None) -> pd.DataFrame:
     """Train ``base`` once per (learning rate, batch size) into ``run_dir/sweep/lr<lr>-bs<bs>``;
     or, given ``trained`` (a glob relative to ``run_dir``, such as ``../long-runs/sweep-*``),
-    read the finished runs it matches instead of training.
+    read the finished runs it matches instead of training (a run still training is left out).
 
     Returns one row per run: learning_rate, batch_size, best val_accuracy, seconds, epochs.
     """
     if trained:
         folders = sorted(Path(p) for p in glob.glob(os.path.normpath(Path(run_dir) / trained)))
-        folders = [f for f in folders if (f / TRAIN_CONFIG).exists() and (f / HISTORY).exists()]
+        folders = [f for f in folders if (f / TRAIN_CONFIG).exists() and (f / HISTORY).exists()
+                   and read_train_state(f).get("state") in FINISHED]
         if not folders:
             raise FileNotFoundError(f"{os.path.normpath(Path(run_dir) / trained)}: no finished sweep run matches")
     else:
