@@ -151,8 +151,8 @@ def learning_curves(history: pd.DataFrame, config: dict | None = None, title: st
     validation split): the best validation epoch marked, chance accuracy (1/7) drawn, the x
     axis spanning the planned epochs (the epochs not run shaded, with why: the run's
     ``state``, e.g. early stopping), and the losses
-    labelled with what they are (the training loss is the one optimised: class-weighted and
-    smoothed when the run was; the validation loss is plain cross-entropy)."""
+    labelled with what they are (the training loss is the one optimised: class-weighted,
+    distilled and smoothed when the run was; the validation loss is plain cross-entropy)."""
     config, state = config or {}, state or {}
     if history.empty:
         raise ValueError("learning curves need at least one epoch; the history is empty")
@@ -161,6 +161,7 @@ def learning_curves(history: pd.DataFrame, config: dict | None = None, title: st
     validated = "val_accuracy" in history
     planned = max(int(config.get("epochs", len(epochs))), len(epochs))
     optimised = ", ".join(k for k, on in (("class-weighted", config.get("class_weighted")),
+                                          (f"distilled {config.get('distill', 0):g}", config.get("distill")),
                                           (f"smoothing {config.get('label_smoothing', 0):g}",
                                            config.get("label_smoothing"))) if on)
     smoothing = f", smoothing {config['label_smoothing']:g}" if config.get("label_smoothing") else ""
@@ -175,12 +176,11 @@ def learning_curves(history: pd.DataFrame, config: dict | None = None, title: st
             ax.axvline(best, color="grey", linestyle="--", label=f"best epoch ({best})")
         if len(epochs) < planned:
             ax.axvspan(len(epochs) + 0.5, planned, color="0.9", label=_not_run(len(epochs), planned, state))
-        ax.set(xlabel="epoch", ylabel=metric, title=f"{metric.capitalize()} per epoch" + (
-            "" if validated else " (no validation split: all of Training trained on)"), xlim=(0.5, planned + 0.5))
+        ax.set(xlabel="epoch", ylabel=metric, title=f"{metric.capitalize()} per epoch", xlim=(0.5, planned + 0.5))
     axes[1].axhline(1 / len(CLASSES), color="black", linestyle=":", label="chance (1/7)")
     for ax in axes:
         ax.legend(fontsize=7)
-    fig.suptitle(title)
+    fig.suptitle(title if validated else f"{title} (no validation split: all of Training trained on)")
     return fig
 
 

@@ -86,10 +86,11 @@ def test_learning_curves_say_which_loss_is_which_and_show_chance_and_planned_epo
 
 def test_learning_curves_of_a_run_without_validation_show_training_only():
     history = pd.DataFrame({"epoch": [0, 1], "loss": [2.0, 1.5], "accuracy": [0.2, 0.4]})
-    fig = plots.learning_curves(history, {"epochs": 2})
+    fig = plots.learning_curves(history, {"epochs": 2, "distill": 0.5})
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["train (distilled 0.5)"]
     labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
     assert labels == ["train (augmented images)", "chance (1/7)"]
-    assert fig.axes[0].get_title() == "Loss per epoch (no validation split: all of Training trained on)"
+    assert fig.get_suptitle() == "Learning curves (no validation split: all of Training trained on)"
 
 
 def test_sweep_heatmap_starts_its_scale_at_the_majority_baseline_and_outlines_the_choice():
