@@ -188,17 +188,26 @@ def _augmentation(config: dict) -> str:
     return ", ".join(parts + (["flip"] if aug.get("flip") else [])) or "none"
 
 
+def _run_names(models) -> str:
+    """Saved models named by their run folders: ``runs/a/model.keras`` is `` `a` ``."""
+    return ", ".join(f"`{Path(model).parent.name or model}`" for model in models)
+
+
 def _recipe_rows(run: Run) -> list[list]:
     rows = []
     for t in run.training:
         c = run.configs.get(t["model"], {})
         decay = c.get("weight_decay", -1)
         optimizer = f"{c.get('optimizer', '?')} lr {c.get('learning_rate', 0):g}" + (
-            f", wd {decay:g}" if decay and decay > 0 else "")
+            f", wd {decay:g}" if decay and decay > 0 else "") + (
+            f", from {_run_names([c['init_from']])}" if c.get("init_from") else "")
         schedule = c.get("schedule", "?") + (f" on {c.get('plateau_monitor')}" if c.get("schedule") == "plateau"
                                              else "")
-        loss = "cross-entropy" + (f", smoothing {c['label_smoothing']:g}" if c.get("label_smoothing") else "")
-        rows.append([t["model"], c.get("model", "?"), optimizer, schedule, f"{t['epochs']} / {c.get('epochs', '?')}",
+        loss = "cross-entropy" + (f", smoothing {c['label_smoothing']:g}" if c.get("label_smoothing") else "") + (
+            f", distilled {c['distill']:g} from {_run_names(c['teachers'])}" if c.get("teachers") else "")
+        epochs = f"{t['epochs']} / {c.get('epochs', '?')}" + (
+            ", all of Training" if t["best val_accuracy"] is None else "")
+        rows.append([t["model"], c.get("model", "?"), optimizer, schedule, epochs,
                      c.get("batch_size", "?"), loss, "yes" if c.get("class_weighted") else "no",
                      _augmentation(c), c.get("precision", "?"), t["minutes"]])
     return rows

@@ -49,6 +49,20 @@ def test_report_has_every_section_tables_and_captioned_inline_figures(tmp_path):
     assert text.index("### 01 · Exploratory") < text.index("### 04 · Training") < text.index("## Limitations")
 
 
+def test_the_recipe_table_names_start_models_teachers_and_training_on_all_of_training(tmp_path):
+    make_run(tmp_path, synthetic=False)
+    (tmp_path / "training.json").write_text(json.dumps([{"model": "vgg_gap", "best val_accuracy": None,
+                                                         "best epoch": 20, "epochs": 20, "minutes": 50.0}]))
+    (tmp_path / "models" / "vgg_gap").mkdir(parents=True)
+    (tmp_path / "models" / "vgg_gap" / "train_config.json").write_text(json.dumps({
+        "model": "vgg_gap", "optimizer": "sgd", "learning_rate": 0.002, "schedule": "cosine", "epochs": 20,
+        "init_from": "/w/runs/vgg-wide-sgd/model.keras", "teachers": ["/w/runs/a/model.keras", "/w/runs/b/model.keras"],
+        "distill": 0.5, "label_smoothing": 0.1}))
+    row = next(line for line in build_markdown(tmp_path).splitlines() if line.startswith("| vgg_gap | vgg_gap"))
+    assert "| sgd lr 0.002, from `vgg-wide-sgd` |" in row and "| 20 / 20, all of Training |" in row
+    assert "| cross-entropy, smoothing 0.1, distilled 0.5 from `a`, `b` |" in row
+
+
 def test_the_ensemble_is_a_results_table_with_its_gain_over_the_best_member(tmp_path):
     make_run(tmp_path, synthetic=False)
     assert "### Ensemble" not in build_markdown(tmp_path)
