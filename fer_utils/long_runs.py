@@ -197,21 +197,29 @@ def _resolved(entry: dict, plan: Plan, runs_dir) -> dict | None:
         return None
 
 
-def reread_plan(plan_file, plan: Plan, log=print) -> Plan:
+def reread_plan(plan_file, log=print, tries: int = 3, pause: float = 10.0) -> Plan | None:
     """The plan file read again (runs added or reordered while another one trained are picked
-    up); ``plan``, the last good one, when the file cannot be read now (an edit half-saved)."""
-    try:
-        return load_plan(plan_file)
-    except (OSError, ValueError, yaml.YAMLError) as error:
-        log(f"{plan_file}: unreadable now ({error}); going on with the plan as last read")
-        return plan
+    up), tried again after ``pause`` seconds when it cannot be read (an edit half-saved);
+    None when it still cannot, so that the runner stops rather than train a plan nobody
+    wrote (a plan with options newer than the runner's own code, for one)."""
+    for attempt in range(tries):
+        try:
+            return load_plan(plan_file)
+        except (OSError, ValueError, yaml.YAMLError) as error:
+            problem = error
+            if attempt + 1 < tries:
+                time.sleep(pause)
+    log(f"{plan_file}: cannot be read ({problem}); the runner stops here. Fix the plan and run "
+        f"`make long-runs` again (it restarts on the current code, which knows the newest options)")
+    return None
 
 
 def run_plan(plan_file, runs_dir=None, log=print) -> int:
     """Train every unfinished run of the plan in order, each from its pinned code, reading the
-    plan again before each run (:func:`reread_plan`); returns how many failed. A run that
-    fails is logged and the next one goes on; a run that learns from an unfinished one waits
-    for it (:func:`with_model_paths`)."""
+    plan again before each run (:func:`reread_plan`; a plan that cannot be read stops it);
+    returns how many failed (one more when it stopped so). A run that fails is logged and the
+    next one goes on; a run that learns from an unfinished one waits for it
+    (:func:`with_model_paths`)."""
     plan = load_plan(plan_file)
     runs_dir = plan.runs_dir(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -220,7 +228,13 @@ def run_plan(plan_file, runs_dir=None, log=print) -> int:
             log(f"{entry['name']}: {state}, skipped")
     failures, tried, waiting = 0, set(), set()
     with RunLock(runs_dir):
-        while (entry := next_run(plan := reread_plan(plan_file, plan, log), runs_dir, tried | waiting)) is not None:
+        while True:
+            plan = reread_plan(plan_file, log)
+            if plan is None:
+                return failures + 1
+            entry = next_run(plan, runs_dir, tried | waiting)
+            if entry is None:
+                return failures
             run_dir = runs_dir / entry["name"]
             try:
                 entry = with_model_paths(entry, plan, runs_dir)
@@ -246,7 +260,6 @@ def run_plan(plan_file, runs_dir=None, log=print) -> int:
             returncode = subprocess.run(command, cwd=code, env=env).returncode
             log(f"{entry['name']}: exit {returncode}, {run_state(run_dir)}")
             failures += returncode != 0
-    return failures
 
 
 def run_parallel(plan_file, runs_dir, *, jobs: int, env=None, log=print) -> dict[str, int]:

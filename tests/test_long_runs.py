@@ -128,7 +128,7 @@ def test_plan_changes_to_a_started_run_are_named(tmp_path):
     assert plan_differences(changed, tmp_path) == ["learning_rate", "seed"]
 
 
-def test_the_plan_is_read_again_before_each_run(repo):
+def test_the_plan_is_read_again_before_each_run_and_a_broken_plan_stops_the_runner(repo, monkeypatch):
     runs = repo / "runs"
     (runs / "a").mkdir(parents=True)
     (runs / "a" / "train_state.json").write_text(json.dumps({"state": "early_stopped"}))
@@ -136,10 +136,28 @@ def test_the_plan_is_read_again_before_each_run(repo):
     first = load_plan(path)
     assert next_run(first, runs, set())["name"] == "b" and next_run(first, runs, {"b"}) is None
     write_plan(repo, [{"name": "a", **TINY}, {"name": "c", **TINY}, {"name": "b", **TINY}])
-    assert next_run(reread_plan(path, first), runs, {"b"})["name"] == "c"
-    path.write_text("runs: [{name: a, epochs:")  # an edit half-saved
+    assert next_run(reread_plan(path), runs, {"b"})["name"] == "c"
+    path.write_text("runs: [{name: a, epochs:")  # an edit half-saved, finished while the runner waits
+    monkeypatch.setattr(time, "sleep", lambda seconds: write_plan(repo, [{"name": "a", **TINY}]))
+    assert [run["name"] for run in reread_plan(path).runs] == ["a"]
+    write_plan(repo, [{"name": "a", **TINY, "colour": "red"}])  # e.g. an option newer than the runner's code
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
     logged = []
-    assert reread_plan(path, first, logged.append) is first and "unreadable now" in logged[0]
+    assert reread_plan(path, logged.append) is None
+    assert "unknown option(s) colour); the runner stops here" in logged[0]
+    write_plan(repo, [{"name": "x", **TINY}, {"name": "y", **TINY}])
+    real, started = subprocess.run, []
+
+    def train(command, **kwargs):  # training x, someone saves a plan this runner cannot read
+        if "--out" not in command:
+            return real(command, **kwargs)
+        started.append(Path(command[command.index("--out") + 1]).name)
+        write_plan(repo, [{"name": "x", **TINY}, {"name": "y", **TINY, "colour": "red"}])
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(subprocess, "run", train)
+    assert run_plan(path, repo / "other-runs", log=logged.append) == 1
+    assert started == ["x"] and "the runner stops here" in logged[-1]
 
 
 def test_a_run_that_starts_from_another_waits_for_its_model(repo):
