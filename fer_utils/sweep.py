@@ -21,7 +21,7 @@ from fer_utils.runs import (
     read_train_state,
     write_json,
 )
-from fer_utils.train import FINISHED, TrainConfig, train
+from fer_utils.train import TrainConfig, train
 
 
 def sweep_config(model: str, train_runs: dict, epochs: int, seed: int = 0) -> TrainConfig:
@@ -35,14 +35,15 @@ def lr_batch_sweep(prepared: Prepared, base: TrainConfig, learning_rates, batch_
                    trained: str | None = None) -> pd.DataFrame:
     """Train ``base`` once per (learning rate, batch size) into ``run_dir/sweep/lr<lr>-bs<bs>``;
     or, given ``trained`` (a glob relative to ``run_dir``, such as ``../long-runs/sweep-*``),
-    read the finished runs it matches instead of training (a run still training is left out).
+    read the runs it matches instead of training (one still training or interrupted, whose
+    ``train_state.json`` says ``running``, is left out).
 
     Returns one row per run: learning_rate, batch_size, best val_accuracy, seconds, epochs.
     """
     if trained:
         folders = sorted(Path(p) for p in glob.glob(os.path.normpath(Path(run_dir) / trained)))
         folders = [f for f in folders if (f / TRAIN_CONFIG).exists() and (f / HISTORY).exists()
-                   and read_train_state(f).get("state") in FINISHED]
+                   and read_train_state(f).get("state") != "running"]
         if not folders:
             raise FileNotFoundError(f"{os.path.normpath(Path(run_dir) / trained)}: no finished sweep run matches")
     else:

@@ -40,6 +40,7 @@ def test_grid_choice_and_the_configs_it_hands_to_training(synthetic_zip, tmp_pat
     again = lr_batch_sweep(prepared, base, [], [], tmp_path / "study", trained="../sweep/lr*-bs64")
     pd.testing.assert_frame_equal(again, trained.iloc[::-1].reset_index(drop=True))  # read back, sorted by name
     (tmp_path / "sweep" / "lr0.01-bs64" / "train_state.json").write_text(json.dumps({"state": "running"}))
+    (tmp_path / "sweep" / "lr0.001-bs64" / "train_state.json").unlink()  # as sweeps before the state file
     still = lr_batch_sweep(prepared, base, [], [], tmp_path / "study", trained="../sweep/lr*-bs64")
     assert still["learning_rate"].tolist() == [1e-3]  # a cell still training is left out
     with pytest.raises(FileNotFoundError, match=r"/nothing-\*: no finished sweep run matches"):
