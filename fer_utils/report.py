@@ -54,7 +54,8 @@ FIGURES = {
                                 "shears, zooms and mirrors the face."),
     "03_model_costs": ("Parameters and compute per image of each model.", 0),
     "03b_sweep_heatmap": ("Validation accuracy of each learning rate x batch size cell.", 0),
-    "04_learning_curves": ("Loss and accuracy per epoch, train against validation.", "model"),
+    "04_learning_curves": ("Loss and accuracy per epoch, train against validation (train only for a run on "
+                           "all of Training).", "model"),
     "05_tta_gain_by_copies": ("Accuracy of random TTA against the number of copies averaged.", 0),
     "05_tta_gain_per_class": ("Change of recall per class from TTA.",
                               "Bars above zero are classes TTA helps; a change whose error bar (paired 95% "
@@ -174,6 +175,11 @@ def _abstract(run: Run) -> list[str]:
                  f"on PublicTest "
                  f"({r['plain']['n']:,} images), {_ci(r['tta_random'], 'accuracy')} with random TTA "
                  f"(paired gain {_gain(r['tta_random'])} points).")
+    analysed = run.metrics.get("analysis", {}).get("model")
+    if analysed not in (None, best) and analysed in scores:
+        r = scores[analysed]
+        text += (f" The model analysed in chapter 06, `{analysed}`, reaches {_ci(r['plain'], 'accuracy')} plain "
+                 f"and {_ci(r['tta_random'], 'accuracy')} with random TTA.")
     seed = run.seed_model()
     if seed in scores:
         text += (f" The seed CNN, rebuilt to its printed parameter counts, reaches "
@@ -222,7 +228,10 @@ def _methods(run: Run) -> list[str]:
              f"Images whose pixel standard deviation is below {run.parameters.get('max_std', 2.0):g} grey levels "
              f"are dropped as blank ({blank}); Training is split {run.split_words()} into train and validation, "
              f"stratified and seeded; models are chosen on validation only and scored on the test usages "
-             f"({', '.join(run.prepared.get('test_usage_sizes', {})) or 'none'}).", ""]
+             f"({', '.join(run.prepared.get('test_usage_sizes', {})) or 'none'})." + "".join(
+                 f" `{t['model']}` trained on all of Training, the validation images included, with a recipe "
+                 f"chosen on validation; it keeps its last epoch." for t in run.training
+                 if t["best val_accuracy"] is None), ""]
     sizes = {**run.prepared.get("split_sizes", {}), **run.prepared.get("test_usage_sizes", {})}
     if sizes:
         lines += markdown_table(["split", *(s if s in ("train", "val", "test") else f"test: {s}" for s in sizes)],

@@ -3,7 +3,7 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
-from fer_utils.report import build_markdown, seed_recall, write_report
+from fer_utils.report import Run, _abstract, build_markdown, seed_recall, write_report
 from fer_utils.runs import update_metrics, write_json
 
 SECTIONS = ["## Abstract", "## Data and methods", "## Results", "## The seed report, side by side", "## Chapters",
@@ -44,8 +44,8 @@ def test_report_has_every_section_tables_and_captioned_inline_figures(tmp_path):
     assert ("| vgg_gap | PublicTest | 100 | 60.00% [55.0, 65.0] | 62.00% [57.0, 67.0] | 61.50% [56.5, 66.5] "
             "| +2.00 [+0.5, +3.5] |") in text
     assert "`vgg_gap`, reaches 60.00% [55.0, 65.0] on PublicTest (100 images), 62.00% [57.0, 67.0]" in text
-    assert ("![Loss and accuracy per epoch, train against validation.](figures/04_learning_curves_vgg_gap.png)\n\n"
-            "*Figure 2: Loss and accuracy per epoch, train against validation.*") in text
+    caption = "Loss and accuracy per epoch, train against validation (train only for a run on all of Training)."
+    assert f"![{caption}](figures/04_learning_curves_vgg_gap.png)\n\n*Figure 2: {caption}*" in text
     assert text.index("### 01 · Exploratory") < text.index("### 04 · Training") < text.index("## Limitations")
 
 
@@ -58,9 +58,25 @@ def test_the_recipe_table_names_start_models_teachers_and_training_on_all_of_tra
         "model": "vgg_gap", "optimizer": "sgd", "learning_rate": 0.002, "schedule": "cosine", "epochs": 20,
         "init_from": "/w/runs/vgg-wide-sgd/model.keras", "teachers": ["/w/runs/a/model.keras", "/w/runs/b/model.keras"],
         "distill": 0.5, "label_smoothing": 0.1}))
-    row = next(line for line in build_markdown(tmp_path).splitlines() if line.startswith("| vgg_gap | vgg_gap"))
+    text = build_markdown(tmp_path)
+    assert "`vgg_gap` trained on all of Training, the validation images included, with a recipe chosen" in text
+    row = next(line for line in text.splitlines() if line.startswith("| vgg_gap | vgg_gap"))
     assert "| sgd lr 0.002, from `vgg-wide-sgd` |" in row and "| 20 / 20, all of Training |" in row
     assert "| cross-entropy, smoothing 0.1, distilled 0.5 from `a`, `b` |" in row
+
+
+def test_the_abstract_names_the_analysed_model_when_it_is_not_the_best_by_validation(tmp_path):
+    make_run(tmp_path, synthetic=False)
+    training = json.loads((tmp_path / "training.json").read_text())
+    (tmp_path / "training.json").write_text(json.dumps([*training, {**training[0], "model": "all",
+                                                                    "best val_accuracy": None}]))
+    scores = {"plain": fake_score(0.64), "tta_random": fake_score(0.66), "tta_deterministic": fake_score(0.65)}
+    update_metrics(tmp_path, "models", {**json.loads((tmp_path / "metrics.json").read_text())["models"],
+                                        "all": {"PublicTest": scores}})
+    assert "analysed in chapter 06" not in " ".join(_abstract(Run(tmp_path)))
+    update_metrics(tmp_path, "analysis", {"model": "all"})
+    assert ("The model analysed in chapter 06, `all`, reaches 64.00% [59.0, 69.0] plain and 66.00% [61.0, 71.0] "
+            "with random TTA.") in " ".join(_abstract(Run(tmp_path)))
 
 
 def test_the_ensemble_is_a_results_table_with_its_gain_over_the_best_member(tmp_path):
