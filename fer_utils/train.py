@@ -104,7 +104,7 @@ class Batches(keras.utils.PyDataset):
                  targets=None):
         super().__init__()
         self.images, self.batch_size, self.seed, self.first_epoch = images, batch_size, seed, first_epoch
-        self.targets = [np.eye(len(CLASSES), dtype=np.float32)[labels] if targets is None else targets]
+        self.targets = [one_hot(labels) if targets is None else targets]
         if weights is not None:
             self.targets.append(np.array([weights[i] for i in range(len(CLASSES))], np.float32)[labels])
         self.steps = -(-len(images) // batch_size)
@@ -123,18 +123,23 @@ class Batches(keras.utils.PyDataset):
         return (self.images[take][..., None].astype(np.float32), *(t[take] for t in self.targets))
 
 
+def one_hot(labels: np.ndarray) -> np.ndarray:
+    """``(n, 7)`` float32 one-hot rows of class indices."""
+    return np.eye(len(CLASSES), dtype=np.float32)[labels]
+
+
 def soft_targets(labels: np.ndarray, teacher_probabilities: list, distill: float) -> np.ndarray:
     """Targets for distillation: ``(1 - distill)`` of the one-hot labels plus ``distill`` of the
     teachers' mean class probabilities, ``(n, 7)`` float32."""
-    one_hot = np.eye(len(CLASSES), dtype=np.float32)[labels]
-    return ((1 - distill) * one_hot + distill * np.mean(teacher_probabilities, axis=0)).astype(np.float32)
+    return ((1 - distill) * one_hot(labels) + distill * np.mean(teacher_probabilities, axis=0)).astype(np.float32)
 
 
 def teacher_probabilities(paths, images: np.ndarray) -> list[np.ndarray]:
     """Each saved teacher model's class probabilities for ``images`` (not augmented)."""
     from fer_utils.inference import predict_proba  # noqa: PLC0415
+    from fer_utils.predict import load_model  # noqa: PLC0415 (named errors for unusable model files)
 
-    return [predict_proba(keras.models.load_model(path, compile=False), images) for path in paths]
+    return [predict_proba(load_model(path), images) for path in paths]
 
 
 def training_model(model: keras.Model, augmentation=None, channels: int = 1) -> keras.Model:
@@ -374,7 +379,9 @@ def check_sources(prepared: Prepared, config: TrainConfig, out, data_hash: str |
 
 def start_from(model: keras.Model, start) -> None:
     """Set the weights of ``model`` to those of the saved model ``start`` (same model and options)."""
-    weights = keras.models.load_model(start, compile=False).get_weights()
+    from fer_utils.predict import load_model  # noqa: PLC0415 (named errors for unusable model files)
+
+    weights = load_model(start).get_weights()
     if [w.shape for w in weights] != [tuple(v.shape) for v in model.weights]:
         raise DataError(f"{start}: its weights do not fit model {model.name!r} with these model options")
     model.set_weights(weights)
