@@ -282,6 +282,11 @@ def _results(run: Run) -> list[str]:
                                   *(_gain(r.get("minus_fer_package", {}).get(v, {})) for v in ("plain", *tta_variants)),
                                   f"{r['parameters']:,}", f"{r['images_per_second']:.0f}"]
                                  for name, r in comparison.items()])
+        names = {"tta": "fixed-view", "tta_random": "random"}
+        for name, r in comparison.items():
+            if best := r.get("minus_fer_package", {}).get("best_tta"):
+                lines += [f"Each with its more accurate TTA on these images ({name}: {names[best['ours']]}, `fer`: "
+                          f"{names[best['theirs']]}): {_gain(best)} points.", ""]
     return lines
 
 

