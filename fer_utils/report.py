@@ -219,6 +219,16 @@ def _recipe_rows(run: Run) -> list[list]:
     return rows
 
 
+def _all_training(run: Run) -> str:
+    """The methods' sentence on the runs trained on all of Training ("" when none was)."""
+    names = [f"`{t['model']}`" for t in run.training if t["best val_accuracy"] is None]
+    if not names:
+        return ""
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    return (f" {listed} trained on all of Training, the validation images included, with a recipe chosen on "
+            f"validation; {'it keeps its' if len(names) == 1 else 'each keeps its'} last epoch.")
+
+
 def _methods(run: Run) -> list[str]:
     data = run.manifest.get("data", {})
     blank = ", ".join(f"{u} {n}" for u, n in run.prepared.get("removed", {}).get("blank", {}).items()) or "none"
@@ -228,10 +238,7 @@ def _methods(run: Run) -> list[str]:
              f"Images whose pixel standard deviation is below {run.parameters.get('max_std', 2.0):g} grey levels "
              f"are dropped as blank ({blank}); Training is split {run.split_words()} into train and validation, "
              f"stratified and seeded; models are chosen on validation only and scored on the test usages "
-             f"({', '.join(run.prepared.get('test_usage_sizes', {})) or 'none'})." + "".join(
-                 f" `{t['model']}` trained on all of Training, the validation images included, with a recipe "
-                 f"chosen on validation; it keeps its last epoch." for t in run.training
-                 if t["best val_accuracy"] is None), ""]
+             f"({', '.join(run.prepared.get('test_usage_sizes', {})) or 'none'}).{_all_training(run)}", ""]
     sizes = {**run.prepared.get("split_sizes", {}), **run.prepared.get("test_usage_sizes", {})}
     if sizes:
         lines += markdown_table(["split", *(s if s in ("train", "val", "test") else f"test: {s}" for s in sizes)],

@@ -59,7 +59,13 @@ def test_the_recipe_table_names_start_models_teachers_and_training_on_all_of_tra
         "init_from": "/w/runs/vgg-wide-sgd/model.keras", "teachers": ["/w/runs/a/model.keras", "/w/runs/b/model.keras"],
         "distill": 0.5, "label_smoothing": 0.1}))
     text = build_markdown(tmp_path)
-    assert "`vgg_gap` trained on all of Training, the validation images included, with a recipe chosen" in text
+    assert ("`vgg_gap` trained on all of Training, the validation images included, with a recipe chosen "
+            "on validation; it keeps its last epoch.") in text
+    (tmp_path / "training.json").write_text(json.dumps([
+        {"model": name, "best val_accuracy": None, "best epoch": 20, "epochs": 20, "minutes": 50.0}
+        for name in ("vgg_gap", "vgg_lean")]))
+    assert ("`vgg_gap` and `vgg_lean` trained on all of Training, the validation images included, with a "
+            "recipe chosen on validation; each keeps its last epoch.") in build_markdown(tmp_path)
     row = next(line for line in text.splitlines() if line.startswith("| vgg_gap | vgg_gap"))
     assert "| sgd lr 0.002, from `vgg-wide-sgd` |" in row and "| 20 / 20, all of Training |" in row
     assert "| cross-entropy, smoothing 0.1, distilled 0.5 from `a`, `b` |" in row
