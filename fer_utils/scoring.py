@@ -243,6 +243,10 @@ def default_usage(dataset: Dataset) -> str:
     return "PublicTest" if "PublicTest" in tests else (tests or ["Training"])[0]
 
 
+#: The scores of a TTA variant that an evaluation keeps (:func:`tta_score` has more).
+TTA_KEYS = ("accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci", "gain", "gain_ci")
+
+
 def evaluate_model(model, dataset: Dataset, usage: str, *, tta: int = 0, tta_mode: str = "random",
                    keep_blank: bool = False, seed: int = 0) -> dict:
     """Score ``model`` on one usage: every metric of :func:`score`, the
@@ -265,8 +269,7 @@ def evaluate_model(model, dataset: Dataset, usage: str, *, tta: int = 0, tta_mod
         copies = [tta_predict(m, part.images, tta, mode=tta_mode, seed=seed) for m in models]
         tta_proba = np.mean(copies, axis=0)
         tta_result = tta_score(part.labels, proba, tta_proba, usage=usage, seed=seed)
-        result["tta"] = {"n": tta, "mode": tta_mode, **{k: tta_result[k] for k in (
-            "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci", "gain", "gain_ci")}}
+        result["tta"] = {"n": tta, "mode": tta_mode, **{k: tta_result[k] for k in TTA_KEYS}}
     if len(models) > 1:
         members = [point_scores(part.labels, p) for p in plain]
         result["gain_over_best_member"] = _gain_over_best(part.labels, plain, members, proba, seed)
