@@ -226,7 +226,7 @@ def _all_training(run: Run) -> str:
         return ""
     listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
     return (f" {listed} trained on all of Training, the validation images included, with a recipe chosen on "
-            f"validation; {'it keeps its' if len(names) == 1 else 'each keeps its'} last epoch.")
+            f"validation; {'it' if len(names) == 1 else 'each'} keeps its last epoch.")
 
 
 def _methods(run: Run) -> list[str]:
