@@ -197,6 +197,10 @@ def cmd_evaluate(args) -> None:
     from fer_utils.data import load_dataset  # noqa: PLC0415
     from fer_utils.predict import load_model  # noqa: PLC0415
     from fer_utils.scoring import default_usage, evaluate_model  # noqa: PLC0415
+    from fer_utils.tta import DETERMINISTIC_VIEWS  # noqa: PLC0415
+    if args.tta_mode == "deterministic" and args.tta > len(DETERMINISTIC_VIEWS):
+        raise OptionError(f"--tta {args.tta}: deterministic TTA has {len(DETERMINISTIC_VIEWS)} views; "
+                          f"give --tta {len(DETERMINISTIC_VIEWS)} or fewer, or --tta-mode random")
     dataset = load_dataset(args.data, skip_bad=args.skip_bad, resize=args.resize)
     usage = args.usage or default_usage(dataset)
     paths = args.model or [None]

@@ -83,10 +83,12 @@ LIMITATIONS = [
     "not findings.",
     "The seed report's test set (its 7,066-image test folder) is not this study's (see the test usages scored "
     "in the results); FER2013's PrivateTest is held out for the final `evaluate` score.",
+]
+#: A limitation of FER2013's image-folder archives (not of its CSV, nor of synthetic data).
+IMAGE_ARCHIVE_LIMITATION = (
     "In the FER2013 archive used here the Training images are PNGs recovered from an upscaled copy (about 1.8 "
     "grey levels from the original JPEGs, as the test images are), so exact-pixel duplicate search cannot find "
-    "Training copies of test images, and training and test images differ slightly in how they were stored.",
-]
+    "Training copies of test images, and training and test images differ slightly in how they were stored.")
 
 ETHICS = [
     "The seed report names the ethics of facial emotion recognition: biases of the training data "
@@ -166,7 +168,8 @@ def _abstract(run: Run) -> list[str]:
     scores = run.scores()
     kind = "synthetic faces (not FER2013)" if run.synthetic else "FER2013"
     text = (f"This study rebuilds the seed report's facial emotion recognition pipeline on {kind}: "
-            f"blank-image filtering, a train/validation split of Training ({run.split_words()}), class weights, "
+            f"blank-image filtering, a train/validation split of Training ({run.split_words()}), "
+            f"{'class weights, ' if any(c.get('class_weighted') for c in run.configs.values()) else ''}"
             f"augmentation, {len(run.training)} trained model(s) and test-time augmentation (TTA).")
     best = next((model for model in by_validation(run.training) if model in scores), None)
     if best:
@@ -229,12 +232,19 @@ def _all_training(run: Run) -> str:
             f"validation; {'it' if len(names) == 1 else 'each'} keeps its last epoch.")
 
 
+def _finished_on(manifest: dict) -> str:
+    """The commit the run finished on, where it differs from the one it started on."""
+    last = manifest.get("git_commit_last")
+    return f" (finished on `{last}`)" if last else ""
+
+
 def _methods(run: Run) -> list[str]:
     data = run.manifest.get("data", {})
     blank = ", ".join(f"{u} {n}" for u, n in run.prepared.get("removed", {}).get("blank", {}).items()) or "none"
     lines = ["## Data and methods", "",
              f"Data: `{Path(data.get('source', '?')).name}` (sha256 `{data.get('sha256', '?')[:16]}`); git commit "
-             f"`{run.manifest.get('git_commit')}`; profile `{run.parameters.get('profile')}`. "
+             f"`{run.manifest.get('git_commit')}`{_finished_on(run.manifest)}; "
+             f"profile `{run.parameters.get('profile')}`. "
              f"Images whose pixel standard deviation is below {run.parameters.get('max_std', 2.0):g} grey levels "
              f"are dropped as blank ({blank}); Training is split {run.split_words()} into train and validation, "
              f"stratified and seeded; models are chosen on validation only and scored on the test usages "
@@ -353,6 +363,17 @@ def _seed_side_by_side(run: Run) -> list[str]:
     return lines
 
 
+def tta_verdict(low: float, high: float) -> str:
+    """Whether a TTA gain with paired interval [low, high] (fractions) replicates the seed's +2 points."""
+    if low <= 0:
+        return "not replicated here (the interval holds zero)."
+    if high < 0.02:
+        return "a gain, smaller than the seed's (its interval is below +2)."
+    if low > 0.02:
+        return "a gain, larger than the seed's (its interval is above +2)."
+    return "replicated (the interval excludes zero and holds +2)."
+
+
 def _verdicts(run: Run, seed: str | None, summary: dict, scores: dict | None) -> list[str]:
     """What replicated and what did not, each said from the numbers above."""
     lines = []
@@ -362,11 +383,8 @@ def _verdicts(run: Run, seed: str | None, summary: dict, scores: dict | None) ->
                      f"{_pct(SEED_REPORT['validation accuracy'])}; "
                      + ("within 2 points: replicated." if abs(gap) <= 2 else "not within 2 points."))
     if scores:
-        low, high = scores["tta_random"]["gain_ci"]
         lines.append(f"- TTA gain: {_gain(scores['tta_random'])} points against the seed's about +2: "
-                     + ("replicated (the interval excludes zero and holds +2)." if low > 0 and high >= 0.02
-                        else "a gain, smaller than the seed's (its interval is below +2)." if low > 0
-                        else "not replicated here (the interval holds zero)."))
+                     + tta_verdict(*scores["tta_random"]["gain_ci"]))
     weights = {run.configs[name].get("class_weighted"): name for name in run.configs
                if run.configs[name].get("model") == "seed_cnn"}
     row = next((r for rows in run.metrics.get("comparisons", {}).values() for r in rows
@@ -425,7 +443,9 @@ def build_markdown(run_dir) -> str:
     lines += _abstract(run) + _methods(run) + _results(run) + _seed_side_by_side(run) + _chapters(run)
     if (run.path / DISCUSSION).exists():
         lines += ["## Discussion", "", (run.path / DISCUSSION).read_text().strip(), ""]
-    lines += ["## Limitations", ""] + [f"- {item}" for item in LIMITATIONS] + [""]
+    from_images = not run.synthetic and not run.manifest.get("data", {}).get("source", "").endswith(".csv")
+    limitations = LIMITATIONS + ([IMAGE_ARCHIVE_LIMITATION] if from_images else [])
+    lines += ["## Limitations", ""] + [f"- {item}" for item in limitations] + [""]
     lines += ["## Ethics", ""] + [f"- {item}" for item in ETHICS] + [""]
     return "\n".join(lines)
 

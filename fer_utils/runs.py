@@ -248,11 +248,11 @@ def package_versions() -> dict[str, str]:
 PINNED_COMMIT = "PINNED_COMMIT"
 
 
-def git_commit(ignore=None) -> str | None:
-    """The project's git commit, suffixed ``-dirty`` when the work tree has changes outside
-    ``ignore`` (the run folder being written, when it is tracked) (or, in a pinned snapshot
-    of the code, the commit it was taken from)."""
-    root = Path(__file__).resolve().parent.parent
+def git_commit(ignore=None, root=None) -> str | None:
+    """The git commit of ``root`` (default: the project), suffixed ``-dirty`` when the work tree
+    has changes outside ``ignore`` (the run folder being written, when it is tracked) (or, in a
+    pinned snapshot of the code, the commit it was taken from)."""
+    root = Path(root or Path(__file__).parent.parent).resolve()
     if (root / PINNED_COMMIT).exists():
         return (root / PINNED_COMMIT).read_text().strip()
     try:

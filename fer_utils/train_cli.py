@@ -46,13 +46,26 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         else:
             parser.add_argument(flag, type=type(default), default=argparse.SUPPRESS,
                                 help=HELP.get(f.name, "") + f"default: {default}")
-    parser.add_argument("--val-fraction", type=float, default=argparse.SUPPRESS, help="default: 0.2")
-    parser.add_argument("--drop-test-duplicates", action="store_true", default=argparse.SUPPRESS)
+    parser.add_argument("--val-fraction", type=split_fraction, default=argparse.SUPPRESS,
+                        help="share of Training held out for validation, 0 (none) to below 1; default: 0.2")
+    parser.add_argument("--drop-test-duplicates", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                        help="leave out training images that duplicate a test image; default: False")
     parser.add_argument("--out", required=True, help="run folder")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted or time-budget-stopped run in --out with its saved "
                              "options (only --epochs, --time-budget and --verbose may change)")
     parser.add_argument("--force", action="store_true", help="replace this data's earlier run in --out")
+
+
+def split_fraction(text: str) -> float:
+    """An argparse type: a validation share in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is outside [0, 1): give 0 (no validation) up to below 1")
+    return value
 
 
 def resolve_options(args, saved: dict | None = None) -> tuple[TrainConfig, dict]:

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -15,8 +16,9 @@ from .conftest import png_bytes, write_zip
 def test_help_lists_the_commands():
     result = subprocess.run([sys.executable, "-m", "fer_utils", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
-    for command in ("summary", "pipeline", "report", "synthetic", "evaluate", "predict", "train"):
-        assert command in result.stdout
+    listed = result.stdout.split("COMMAND\n")[-1]
+    assert re.findall(r"^    (\S+)", listed, re.M) == ["summary", "pipeline", "report", "synthetic", "evaluate",
+                                                       "predict", "train", "export", "long-runs"]
 
 
 def test_summary_json_schema_and_counts(synthetic_zip, capsys):
@@ -95,6 +97,10 @@ def bad_inputs(tmp_path, synthetic_zip, good_files):
         (["evaluate", *data, "--model", str(small_model(tmp_path / "out5.keras", (48, 48, 1), 5))],
          "out5.keras: the model has 5 outputs"),
         (["evaluate", *data, "--tta", "-1"], "argument --tta: -1 is negative"),
+        (["evaluate", *data, "--tta", "11", "--tta-mode", "deterministic"],
+         "--tta 11: deterministic TTA has 10 views"),
+        (["train", *data, "--out", str(tmp_path / "out"), "--val-fraction", "1"],
+         "argument --val-fraction: 1.0 is outside [0, 1)"),
         (["train", *data, "--out", str(tmp_path / "out"), "--optimizer", "foo"], "optimizer must be one of"),
         (["train", *data, "--out", str(tmp_path / "out"), "--model", "foo"], "unknown model 'foo'"),
         (["train", *data, "--out", str(tmp_path / "out"), "--model-options", '{"depth": 3}'],

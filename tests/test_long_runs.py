@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from fer_utils import OptionError
+from fer_utils.cli import build_parser
 from fer_utils.config import SEED_AUGMENTATION, TrainConfig
 from fer_utils.long_runs import (
     load_plan,
@@ -62,10 +63,16 @@ def test_plan_entries_are_checked_by_name(repo):
     assert plan.root == repo and plan.data == repo / "data.zip" and plan.runs[0]["epochs"] == 6
 
 
-def test_plan_entry_becomes_train_options():
+def test_plan_entry_becomes_train_options_that_the_train_command_reads():
     args = train_args({"name": "a", "about": "x", "publish_model": False, "epochs": 3, "nesterov": False,
-                       "class_weighted": True, "model_options": {"widths": [8]}})
-    assert args == ["--epochs", "3", "--no-nesterov", "--class-weighted", "--model-options", '{"widths": [8]}']
+                       "class_weighted": True, "model_options": {"widths": [8]}, "drop_test_duplicates": False,
+                       "val_fraction": 0.0})
+    assert args == ["--epochs", "3", "--no-nesterov", "--class-weighted", "--model-options", '{"widths": [8]}',
+                    "--no-drop-test-duplicates", "--val-fraction", "0.0"]
+    parsed = build_parser().parse_args(["train", "--data", "d.zip", "--out", "o", *args])
+    assert (parsed.epochs, parsed.nesterov, parsed.class_weighted) == (3, False, True)
+    assert parsed.model_options == {"widths": [8]}
+    assert (parsed.drop_test_duplicates, parsed.val_fraction) == (False, 0.0)
 
 
 def test_a_second_start_is_refused_while_the_plan_runs(repo):

@@ -3,7 +3,9 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
-from fer_utils.report import Run, _abstract, build_markdown, seed_recall, write_report
+import pytest
+
+from fer_utils.report import Run, _abstract, build_markdown, seed_recall, tta_verdict, write_report
 from fer_utils.runs import update_metrics, write_json
 
 SECTIONS = ["## Abstract", "## Data and methods", "## Results", "## The seed report, side by side", "## Chapters",
@@ -47,6 +49,17 @@ def test_report_has_every_section_tables_and_captioned_inline_figures(tmp_path):
     caption = "Loss and accuracy per epoch, train against validation (train only for a run on all of Training)."
     assert f"![{caption}](figures/04_learning_curves_vgg_gap.png)\n\n*Figure 2: {caption}*" in text
     assert text.index("### 01 · Exploratory") < text.index("### 04 · Training") < text.index("## Limitations")
+
+
+def test_class_weights_and_the_image_archive_caveat_appear_only_where_they_apply(tmp_path):
+    make_run(tmp_path, synthetic=True)
+    text = build_markdown(tmp_path)
+    assert "class weights," not in text and "recovered from an upscaled copy" not in text
+    make_run(tmp_path / "real", synthetic=False)
+    (tmp_path / "real" / "models" / "vgg_gap").mkdir(parents=True)
+    write_json(tmp_path / "real" / "models" / "vgg_gap" / "train_config.json", {"class_weighted": True})
+    text = build_markdown(tmp_path / "real")
+    assert "class weights, augmentation" in text and "recovered from an upscaled copy" in text
 
 
 def test_the_recipe_table_names_start_models_teachers_and_training_on_all_of_training(tmp_path):
@@ -95,6 +108,22 @@ def test_the_ensemble_is_a_results_table_with_its_gain_over_the_best_member(tmp_
     assert "The mean of the probabilities of `vgg_gap`, `seed_cnn`, scored like a model" in text
     assert "| PublicTest | random TTA | 65.00% [60.0, 70.0] | 55.00% [50.0, 60.0] | +1.20 [-0.3, +2.7] |" in text
     assert text.index("### Ensemble") < text.index("## The seed report")
+
+
+def test_methods_name_the_commit_a_run_finished_on_when_it_differs(tmp_path):
+    make_run(tmp_path, synthetic=False)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    write_json(tmp_path / "manifest.json", {**manifest, "git_commit": "abc"})
+    assert "git commit `abc`; profile" in build_markdown(tmp_path)
+    write_json(tmp_path / "manifest.json", {**manifest, "git_commit": "abc", "git_commit_last": "abc-dirty"})
+    assert "git commit `abc` (finished on `abc-dirty`); profile" in build_markdown(tmp_path)
+
+
+@pytest.mark.parametrize(("low", "high", "verdict"), [
+    (-0.001, 0.03, "not replicated here"), (0.001, 0.019, "smaller than the seed's"),
+    (0.021, 0.04, "larger than the seed's"), (0.001, 0.03, "replicated (the interval excludes zero and holds +2)")])
+def test_tta_verdict_places_the_interval_against_the_seeds_gain(low, high, verdict):
+    assert verdict in tta_verdict(low, high)
 
 
 def test_every_image_and_link_of_the_html_resolves_inside_the_run_folder(tmp_path):
