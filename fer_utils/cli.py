@@ -129,8 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_options(sub)
 
     sub = command("export", cmd_export, "Write a trained model for inference: no optimizer state, float32 "
-                  "or bfloat16 (half the size).")
-    sub.add_argument("model", help="saved .keras model (a training run folder's best model)")
+                  "or bfloat16 (half the size); several models of one architecture: their weight average.")
+    sub.add_argument("model", nargs="+", help="saved .keras model (a training run folder's best model); several: "
+                                              "their uniform weight average (a model soup)")
     sub.add_argument("out", help=".keras file to write")
     sub.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
     sub.add_argument("--force", action="store_true", help="replace OUT if it exists")
@@ -250,16 +251,22 @@ def cmd_train(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from fer_utils.models import export_for_inference  # noqa: PLC0415
+    from fer_utils.models import average_weights, export_for_inference  # noqa: PLC0415
     from fer_utils.predict import load_model  # noqa: PLC0415
     out = Path(args.out)
     if out.exists() and not args.force:
         raise FileExistsError(f"{out}: exists; pass --force to replace it")
     if out.suffix != ".keras":
         raise DataError(f"{out}: the exported model's file name must end in .keras")
+    models = [load_model(path) for path in args.model]
+    try:
+        model = average_weights(models, args.model) if len(models) > 1 else models[0]
+    except ValueError as mismatch:
+        raise DataError(str(mismatch)) from None
     out.parent.mkdir(parents=True, exist_ok=True)
-    export_for_inference(load_model(args.model), args.precision).save(out)
-    print(f"wrote {out} ({args.precision}, {out.stat().st_size / 1e6:.1f} MB)")
+    export_for_inference(model, args.precision).save(out)
+    averaged = f"; the weight average of {len(models)} models" if len(models) > 1 else ""
+    print(f"wrote {out} ({args.precision}, {out.stat().st_size / 1e6:.1f} MB{averaged})")
 
 
 def cmd_long_runs(args) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 
 import keras
+import numpy as np
 import pandas as pd
 from keras import layers
 
@@ -180,3 +181,21 @@ def export_for_inference(model: keras.Model, precision: str = "float32") -> kera
     copy = type(model).from_config(retype(model.get_config()))
     copy.set_weights(model.get_weights())
     return copy
+
+
+def average_weights(models: list, names: list | None = None) -> keras.Model:
+    """The uniform weight average of models of one architecture (a "model soup", Wortsman et
+    al. 2022): every variable, batch-norm statistics included, averaged in float32. It makes
+    sense for models trained on from one start (the annealed continuations of one run)."""
+    names = names or [f"model {i + 1}" for i in range(len(models))]
+    first = models[0]
+    layout = [(type(layer).__name__, [tuple(w.shape) for w in layer.weights]) for layer in first.layers]
+    for model, name in zip(models[1:], names[1:]):
+        if [(type(layer).__name__, [tuple(w.shape) for w in layer.weights]) for layer in model.layers] != layout:
+            raise ValueError(f"{name}: not the architecture of {names[0]}; only models of one architecture "
+                             "and options can be averaged")
+    soup = keras.models.clone_model(first)
+    soup.set_weights([np.mean([np.asarray(w, np.float32) for w in weights], axis=0)
+                      for weights in zip(*(model.get_weights() for model in models))])
+    return soup
+

@@ -78,6 +78,25 @@ def test_export_for_inference_keeps_predictions_options_and_a_float32_softmax(tm
     assert main(["export", str(path), str(tmp_path / "out.keras")]) == 2  # never written over without --force
 
 
+def test_export_of_several_models_writes_their_weight_average_and_refuses_other_architectures(tmp_path, capsys):
+    paths = []
+    for seed in (0, 1):
+        keras.utils.set_random_seed(seed)
+        paths.append(tmp_path / f"m{seed}.keras")
+        build_model("vgg_gap", widths=(16, 32), convs=(1, 1)).save(paths[-1])
+    assert main(["export", *map(str, paths), str(tmp_path / "soup.keras")]) == 0
+    assert "the weight average of 2 models" in capsys.readouterr().out
+    members = [keras.models.load_model(p).get_weights() for p in paths]
+    soup = keras.models.load_model(tmp_path / "soup.keras").get_weights()
+    assert len(soup) == len(members[0]) and any(not np.allclose(a, b) for a, b in zip(*members))
+    for averaged, a, b in zip(soup, *members):
+        np.testing.assert_allclose(averaged, (a + b) / 2, rtol=1e-6)
+    build_model("vgg_gap", widths=(16, 64), convs=(1, 1)).save(tmp_path / "wider.keras")
+    assert main(["export", str(paths[0]), str(tmp_path / "wider.keras"), str(tmp_path / "bad.keras")]) == 2
+    assert "wider.keras: not the architecture of" in capsys.readouterr().err
+    assert not (tmp_path / "bad.keras").exists()
+
+
 def test_cost_table_lists_parameters_and_compute_per_model():
     table = cost_table(["seed_cnn", "vgg_gap"])
     assert list(table.index) == ["seed_cnn", "vgg_gap"]
