@@ -28,6 +28,7 @@ from fer_utils.long_runs import (
     with_model_paths,
 )
 from fer_utils.runs import RunLock
+from fer_utils.train_cli import resolve_options
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"model": "vgg_gap", "model_options": {"widths": [8, 16], "convs": [1, 1]}, "epochs": 6, "batch_size": 16,
@@ -73,6 +74,16 @@ def test_plan_entry_becomes_train_options_that_the_train_command_reads():
     assert (parsed.epochs, parsed.nesterov, parsed.class_weighted) == (3, False, True)
     assert parsed.model_options == {"widths": [8]}
     assert (parsed.drop_test_duplicates, parsed.val_fraction) == (False, 0.0)
+
+
+@pytest.mark.parametrize("plan_file", ["long-runs.yaml", "gpu-runs.yaml", "gpu-rehearsal.yaml"])
+def test_every_run_of_the_shipped_plans_is_a_valid_train_command(plan_file):
+    plan = load_plan(Path(__file__).resolve().parent.parent / "configs" / plan_file)
+    assert len({entry["name"] for entry in plan.runs}) == len(plan.runs)
+    for entry in plan.runs:
+        parsed = build_parser().parse_args(["train", "--data", "d.zip", "--out", "o", *train_args(entry)])
+        config, _ = resolve_options(parsed)
+        assert (config.model, config.epochs) == (entry.get("model", "vgg_gap"), entry["epochs"]), entry["name"]
 
 
 def test_a_second_start_is_refused_while_the_plan_runs(repo):
