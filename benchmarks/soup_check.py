@@ -26,6 +26,8 @@ from fer_utils.scoring import accuracy_gain
 def reestimate_batch_norm(model: keras.Model, images: np.ndarray, batch_size: int = 256) -> None:
     """Replace the batch-norm moving statistics by their mean over ``images`` (SWA's recipe)."""
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if not norms:
+        raise SystemExit("the models have no batch normalization to re-estimate")
     for k, batch in enumerate(np.array_split(images, max(1, len(images) // batch_size)), 1):
         for layer in norms:
             layer.momentum = (k - 1) / k  # a running mean over the batches so far
@@ -37,8 +39,10 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--data", default=Path(__file__).resolve().parents[2] / "shared/data/fer2013.zip")
     args = parser.parse_args()
-    config = read_json(args.runs[0] / "train_config.json", {})
-    prepared = prepare(load_dataset(args.data), val_fraction=0.2, seed=config.get("seed", 0))
+    parameters = read_json(args.runs[0] / "manifest.json", {}).get("parameters", {})
+    if not parameters.get("val_fraction"):
+        raise SystemExit(f"{args.runs[0]}: no validation split recorded (trained on all of Training?)")
+    prepared = prepare(load_dataset(args.data), val_fraction=parameters["val_fraction"], seed=parameters["seed"])
     for run in args.runs:
         with np.load(run / "split.npz") as saved:
             if not np.array_equal(saved["val"], np.flatnonzero(prepared.split == "val")):

@@ -258,6 +258,8 @@ def cmd_export(args) -> None:
         raise FileExistsError(f"{out}: exists; pass --force to replace it")
     if out.suffix != ".keras":
         raise DataError(f"{out}: the exported model's file name must end in .keras")
+    if out.resolve() in {Path(path).resolve() for path in args.model}:
+        raise OptionError(f"{out}: is one of the models to export; write to another file")
     models = [load_model(path) for path in args.model]
     try:
         model = average_weights(models, args.model) if len(models) > 1 else models[0]

@@ -185,17 +185,18 @@ def export_for_inference(model: keras.Model, precision: str = "float32") -> kera
 
 def average_weights(models: list, names: list | None = None) -> keras.Model:
     """The uniform weight average of models of one architecture (a "model soup", Wortsman et
-    al. 2022): every variable, batch-norm statistics included, averaged in float32. It makes
-    sense for models trained on from one start (the annealed continuations of one run)."""
+    al. 2022), computed and returned in float32: every variable, batch-norm statistics included.
+    It makes sense for models trained from one start (the annealed continuations of one run).
+    Only the layers and the shapes of their variables are compared, not options such as dropout."""
     names = names or [f"model {i + 1}" for i in range(len(models))]
-    first = models[0]
-    layout = [(type(layer).__name__, [tuple(w.shape) for w in layer.weights]) for layer in first.layers]
-    for model, name in zip(models[1:], names[1:]):
-        if [(type(layer).__name__, [tuple(w.shape) for w in layer.weights]) for layer in model.layers] != layout:
-            raise ValueError(f"{name}: not the architecture of {names[0]}; only models of one architecture "
-                             "and options can be averaged")
-    soup = keras.models.clone_model(first)
+
+    def layout(model):
+        return [(type(layer).__name__, [tuple(w.shape) for w in layer.weights]) for layer in model.layers]
+
+    for model, name in zip(models[1:], names[1:], strict=True):
+        if layout(model) != layout(models[0]):
+            raise ValueError(f"{name}: not the layers of {names[0]}; only models of one architecture can be averaged")
+    soup = export_for_inference(models[0], "float32")
     soup.set_weights([np.mean([np.asarray(w, np.float32) for w in weights], axis=0)
                       for weights in zip(*(model.get_weights() for model in models))])
     return soup
-

@@ -84,8 +84,10 @@ LIMITATIONS = [
     "The seed report's test set (its 7,066-image test folder) is not this study's (see the test usages scored "
     "in the results); FER2013's PrivateTest is held out for the final `evaluate` score.",
 ]
-#: A limitation of FER2013's image-folder archives (not of its CSV, nor of synthetic data).
-IMAGE_ARCHIVE_LIMITATION = (
+#: The SHA-256 of the FER2013 archive this project was built on (``../shared/data/fer2013.zip``),
+#: whose Training images carry :data:`ARCHIVE_LIMITATION`.
+PROJECT_ARCHIVE_SHA256 = "7ce893dabe9973d94db4bef173d5df60284afedc4a37721208e16ae8b9ef38b8"
+ARCHIVE_LIMITATION = (
     "In the FER2013 archive used here the Training images are PNGs recovered from an upscaled copy (about 1.8 "
     "grey levels from the original JPEGs, as the test images are), so exact-pixel duplicate search cannot find "
     "Training copies of test images, and training and test images differ slightly in how they were stored.")
@@ -235,7 +237,11 @@ def _all_training(run: Run) -> str:
 def _finished_on(manifest: dict) -> str:
     """The commit the run finished on, where it differs from the one it started on."""
     last = manifest.get("git_commit_last")
-    return f" (finished on `{last}`)" if last else ""
+    if not last:
+        return ""
+    if last == f"{manifest.get('git_commit')}-dirty":
+        return " (tracked files outside the run folder were changed while it ran)"
+    return f" (finished on `{last}`)"
 
 
 def _methods(run: Run) -> list[str]:
@@ -443,8 +449,8 @@ def build_markdown(run_dir) -> str:
     lines += _abstract(run) + _methods(run) + _results(run) + _seed_side_by_side(run) + _chapters(run)
     if (run.path / DISCUSSION).exists():
         lines += ["## Discussion", "", (run.path / DISCUSSION).read_text().strip(), ""]
-    from_images = not run.synthetic and not run.manifest.get("data", {}).get("source", "").endswith(".csv")
-    limitations = LIMITATIONS + ([IMAGE_ARCHIVE_LIMITATION] if from_images else [])
+    project_archive = run.manifest.get("data", {}).get("sha256") == PROJECT_ARCHIVE_SHA256
+    limitations = LIMITATIONS + [ARCHIVE_LIMITATION] * project_archive
     lines += ["## Limitations", ""] + [f"- {item}" for item in limitations] + [""]
     lines += ["## Ethics", ""] + [f"- {item}" for item in ETHICS] + [""]
     return "\n".join(lines)

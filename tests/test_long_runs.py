@@ -27,6 +27,7 @@ from fer_utils.long_runs import (
     train_args,
     with_model_paths,
 )
+from fer_utils.models import check_model_options
 from fer_utils.runs import RunLock
 from fer_utils.train_cli import resolve_options
 
@@ -82,8 +83,13 @@ def test_every_run_of_the_shipped_plans_is_a_valid_train_command(plan_file):
     assert len({entry["name"] for entry in plan.runs}) == len(plan.runs)
     for entry in plan.runs:
         parsed = build_parser().parse_args(["train", "--data", "d.zip", "--out", "o", *train_args(entry)])
-        config, _ = resolve_options(parsed)
-        assert (config.model, config.epochs) == (entry.get("model", "vgg_gap"), entry["epochs"]), entry["name"]
+        config, data = resolve_options(parsed)
+        check_model_options(config.model, config.model_options)
+        chosen = {**dataclasses.asdict(config), **data}
+        for key, value in entry.items():
+            if key in chosen and key != "augmentation":
+                assert chosen[key] == value, (entry["name"], key)
+        assert entry.get("augmentation", {}).items() <= config.augmentation.items(), entry["name"]
 
 
 def test_a_second_start_is_refused_while_the_plan_runs(repo):

@@ -93,8 +93,11 @@ def test_export_of_several_models_writes_their_weight_average_and_refuses_other_
         np.testing.assert_allclose(averaged, (a + b) / 2, rtol=1e-6)
     build_model("vgg_gap", widths=(16, 64), convs=(1, 1)).save(tmp_path / "wider.keras")
     assert main(["export", str(paths[0]), str(tmp_path / "wider.keras"), str(tmp_path / "bad.keras")]) == 2
-    assert "wider.keras: not the architecture of" in capsys.readouterr().err
+    assert "wider.keras: not the layers of" in capsys.readouterr().err
     assert not (tmp_path / "bad.keras").exists()
+    before = paths[1].read_bytes()
+    assert main(["export", str(paths[0]), str(paths[1]), str(paths[1]), "--force"]) == 2
+    assert "m1.keras: is one of the models to export" in capsys.readouterr().err and paths[1].read_bytes() == before
 
 
 def test_cost_table_lists_parameters_and_compute_per_model():

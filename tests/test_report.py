@@ -5,7 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from fer_utils.report import Run, _abstract, build_markdown, seed_recall, tta_verdict, write_report
+from fer_utils.report import (
+    PROJECT_ARCHIVE_SHA256,
+    Run,
+    _abstract,
+    build_markdown,
+    seed_recall,
+    tta_verdict,
+    write_report,
+)
 from fer_utils.runs import update_metrics, write_json
 
 SECTIONS = ["## Abstract", "## Data and methods", "## Results", "## The seed report, side by side", "## Chapters",
@@ -51,15 +59,21 @@ def test_report_has_every_section_tables_and_captioned_inline_figures(tmp_path):
     assert text.index("### 01 · Exploratory") < text.index("### 04 · Training") < text.index("## Limitations")
 
 
-def test_class_weights_and_the_image_archive_caveat_appear_only_where_they_apply(tmp_path):
-    make_run(tmp_path, synthetic=True)
-    text = build_markdown(tmp_path)
-    assert "class weights," not in text and "recovered from an upscaled copy" not in text
-    make_run(tmp_path / "real", synthetic=False)
-    (tmp_path / "real" / "models" / "vgg_gap").mkdir(parents=True)
-    write_json(tmp_path / "real" / "models" / "vgg_gap" / "train_config.json", {"class_weighted": True})
-    text = build_markdown(tmp_path / "real")
-    assert "class weights, augmentation" in text and "recovered from an upscaled copy" in text
+def test_class_weights_and_the_archive_caveat_appear_only_where_they_apply(tmp_path):
+    def text(name, *, synthetic, weighted, sha256):
+        make_run(tmp_path / name, synthetic=synthetic)
+        manifest = json.loads((tmp_path / name / "manifest.json").read_text())
+        write_json(tmp_path / name / "manifest.json", {**manifest, "data": {**manifest["data"], "sha256": sha256}})
+        (tmp_path / name / "models" / "vgg_gap").mkdir(parents=True)
+        write_json(tmp_path / name / "models" / "vgg_gap" / "train_config.json", {"class_weighted": weighted})
+        return build_markdown(tmp_path / name)
+
+    weights, caveat = "class weights, augmentation", "recovered from an upscaled copy"
+    project = text("project", synthetic=False, weighted=True, sha256=PROJECT_ARCHIVE_SHA256)
+    assert weights in project and caveat in project
+    other = text("other", synthetic=False, weighted=False, sha256="ab" * 32)
+    assert weights not in other and caveat not in other and "Limitations" in other
+    assert weights in text("synthetic", synthetic=True, weighted=True, sha256="cd" * 32)
 
 
 def test_the_recipe_table_names_start_models_teachers_and_training_on_all_of_training(tmp_path):
@@ -116,12 +130,16 @@ def test_methods_name_the_commit_a_run_finished_on_when_it_differs(tmp_path):
     write_json(tmp_path / "manifest.json", {**manifest, "git_commit": "abc"})
     assert "git commit `abc`; profile" in build_markdown(tmp_path)
     write_json(tmp_path / "manifest.json", {**manifest, "git_commit": "abc", "git_commit_last": "abc-dirty"})
-    assert "git commit `abc` (finished on `abc-dirty`); profile" in build_markdown(tmp_path)
+    assert "git commit `abc` (tracked files outside the run folder were changed while it ran); profile" in (
+        build_markdown(tmp_path))
+    write_json(tmp_path / "manifest.json", {**manifest, "git_commit": "abc", "git_commit_last": "def"})
+    assert "git commit `abc` (finished on `def`); profile" in build_markdown(tmp_path)
 
 
 @pytest.mark.parametrize(("low", "high", "verdict"), [
     (-0.001, 0.03, "not replicated here"), (0.001, 0.019, "smaller than the seed's"),
-    (0.021, 0.04, "larger than the seed's"), (0.001, 0.03, "replicated (the interval excludes zero and holds +2)")])
+    (0.021, 0.04, "larger than the seed's"), (0.001, 0.03, "replicated (the interval excludes zero and holds +2)"),
+    (0.0, 0.03, "not replicated here"), (0.001, 0.02, "replicated"), (0.02, 0.03, "replicated")])
 def test_tta_verdict_places_the_interval_against_the_seeds_gain(low, high, verdict):
     assert verdict in tta_verdict(low, high)
 
