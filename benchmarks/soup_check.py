@@ -53,15 +53,18 @@ def main() -> None:
     for run, proba in zip(args.runs, probabilities):
         print(f"{run.name}: validation accuracy {np.mean(proba.argmax(1) == y_val):.4f}")
     soup = average_weights(models, [str(run) for run in args.runs])
-    for label in ("statistics averaged", "statistics re-estimated"):
-        if label.endswith("re-estimated"):
-            train = prepared.arrays("train")[0]
-            reestimate_batch_norm(soup, train[np.random.default_rng(0).permutation(len(train))[:8192]])
+
+    def print_soup(label):
         proba = predict_proba(soup, x_val)
         gain = accuracy_gain(y_val, probabilities[-1], proba)
-        print(f"soup, batch-norm {label}: {np.mean(proba.argmax(1) == y_val):.4f}, "
+        print(f"soup, batch-norm statistics {label}: {np.mean(proba.argmax(1) == y_val):.4f}, "
               f"{100 * gain['gain']:+.2f} points over {args.runs[-1].name} "
               f"(paired 95% CI {100 * gain['gain_ci'][0]:+.2f} to {100 * gain['gain_ci'][1]:+.2f})")
+
+    print_soup("averaged")
+    train = prepared.arrays("train")[0]
+    reestimate_batch_norm(soup, train[np.random.default_rng(0).permutation(len(train))[:8192]])
+    print_soup("re-estimated")
 
 
 if __name__ == "__main__":

@@ -193,8 +193,9 @@ def average_weights(models: list, names: list | None = None) -> keras.Model:
     def layout(model):
         return [(type(layer).__name__, [tuple(w.shape) for w in layer.weights]) for layer in model.layers]
 
+    first = layout(models[0])
     for model, name in zip(models[1:], names[1:], strict=True):
-        if layout(model) != layout(models[0]):
+        if layout(model) != first:
             raise ValueError(f"{name}: not the layers of {names[0]}; only models of one architecture can be averaged")
     soup = export_for_inference(models[0], "float32")
     soup.set_weights([np.mean([np.asarray(w, np.float32) for w in weights], axis=0)
