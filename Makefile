@@ -8,7 +8,7 @@ DATA ?=
 OUT ?=
 FER2013 ?= ../shared/data/fer2013.zip
 
-.PHONY: venv lint default-model report fer2013 calibration long-runs long-runs-status device-pack device-rehearsal test lab notebooks benchmark benchmark-fer clean
+.PHONY: venv lint default-model report fer2013 fer2013-checks calibration long-runs long-runs-status device-pack device-rehearsal test lab notebooks benchmark benchmark-fer clean
 
 venv: $(VENV)/.installed
 
@@ -26,6 +26,12 @@ report: venv
 # (reports/long-runs/; nothing trains); its discussion.md and fer_package.json are kept.
 fer2013: venv
 	$(PY) -m fer_utils pipeline --profile fer2013 --data $(FER2013) --out reports/fer2013 --force
+
+# Figures of the study checked outside its notebooks (exports, soup, agreement) ->
+# reports/fer2013/checks.md, kept by `make fer2013`; needs the float32 models of runs/.
+fer2013-checks: venv
+	bash benchmarks/fer2013_checks.sh $(FER2013) > reports/fer2013/checks.md.part
+	mv reports/fer2013/checks.md.part reports/fer2013/checks.md
 
 # The 30-minute vgg_lean run of reports/fer2013-calibration/ (about 35 minutes on 2 cores).
 CALIBRATION := reports/fer2013-calibration/vgg_lean-bs32

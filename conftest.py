@@ -1,12 +1,20 @@
 """Shared pytest setup: a private data cache, quiet TensorFlow, and nbval output rules."""
 
 import os
+import shutil
 import tempfile
 
 # Before anything imports fer_utils or TensorFlow: one fresh cache per test session, so
 # tests never read a user's cache, and TensorFlow's C++ logs stay out of the outputs.
-os.environ.setdefault("FER_REPORT_CACHE", tempfile.mkdtemp(prefix="fer-report-test-cache-"))
+SESSION_CACHE = None if "FER_REPORT_CACHE" in os.environ else tempfile.mkdtemp(prefix="fer-report-test-cache-")
+os.environ.setdefault("FER_REPORT_CACHE", SESSION_CACHE)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def pytest_unconfigure(config):
+    """Remove the session's cache (a cache given in FER_REPORT_CACHE is left alone)."""
+    if SESSION_CACHE:
+        shutil.rmtree(SESSION_CACHE, ignore_errors=True)
 
 
 def pytest_collectstart(collector):

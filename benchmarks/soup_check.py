@@ -24,7 +24,9 @@ from fer_utils.scoring import accuracy_gain
 
 
 def reestimate_batch_norm(model: keras.Model, images: np.ndarray, batch_size: int = 256) -> None:
-    """Replace the batch-norm moving statistics by their mean over ``images`` (SWA's recipe)."""
+    """Replace the batch-norm moving statistics by their mean over ``images`` (SWA's recipe;
+    seeded: dropout runs in training mode too)."""
+    keras.utils.set_random_seed(0)
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     if not norms:
         raise SystemExit("the models have no batch normalization to re-estimate")

@@ -350,21 +350,25 @@ def status_table(plan_file, runs_dir=None):
 def write_status(plan_file, out_dir, runs_dir=None) -> Path:
     """Copy each run's history, config, state, manifest and learning curves (and, once it
     is finished, its model: :func:`publish_model`) into ``out_dir/<run>/`` and write
-    ``out_dir/status.md``; returns the status file."""
+    ``out_dir/status.md``; returns the status file. An unfinished run's published state
+    is the table's (``interrupted``, for one whose process was killed) with its epochs done."""
     plan = load_plan(plan_file)
     runs_dir = plan.runs_dir(runs_dir)
     out_dir = Path(out_dir)
     table = status_table(plan_file, runs_dir)
     exported = []
     for entry in plan.runs:
+        run_dir, published = runs_dir / entry["name"], out_dir / entry["name"]
         for name in PUBLISHED:
-            source = runs_dir / entry["name"] / name
-            if source.exists():
-                target = out_dir / entry["name"] / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source, target)
-        if run_state(runs_dir / entry["name"]) in DONE and entry.get("publish_model", True):
-            precision = publish_model(runs_dir / entry["name"] / MODEL, out_dir / entry["name"] / MODEL)
+            if (run_dir / name).exists():
+                (published / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(run_dir / name, published / name)
+        state = run_state(run_dir)
+        if state not in DONE and (published / TRAIN_STATE).exists():  # as the table says it, not as last written
+            write_json(published / TRAIN_STATE, {**read_json(published / TRAIN_STATE), "state": state.replace(" ", "_"),
+                                                 "epochs_done": len(read_history(run_dir))})
+        if state in DONE and entry.get("publish_model", True):
+            precision = publish_model(run_dir / MODEL, published / MODEL)
             exported += [entry["name"]] if precision == "bfloat16" else []
     status = out_dir / STATUS
     status.parent.mkdir(parents=True, exist_ok=True)

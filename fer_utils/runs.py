@@ -22,7 +22,7 @@ TRACKED_PACKAGES = ("fer-report", "tensorflow-cpu", "tensorflow", "keras", "nump
 MANIFEST, HISTORY, MODEL = "manifest.json", "history.csv", "model.keras"
 TRAIN_CONFIG, TRAIN_STATE, SPLIT = "train_config.json", "train_state.json", "split.npz"
 METRICS, TRAINING, PREPARED = "metrics.json", "training.json", "data/prepared.npz"
-FER_PACKAGE, DISCUSSION = "fer_package.json", "discussion.md"
+FER_PACKAGE, DISCUSSION, CHECKS = "fer_package.json", "discussion.md", "checks.md"
 #: A pipeline run's folders of figures and executed notebooks, and its report.
 FIGURES_DIR, NOTEBOOKS_DIR, REPORT_MD, REPORT_HTML = "figures", "notebooks", "report.md", "report.html"
 #: The long-run plan's status table.
@@ -30,7 +30,7 @@ STATUS = "status.md"
 #: A pipeline run's learning rate x batch sweep: its choice, and one training run per cell.
 SWEEP, SWEEP_DIR = "sweep.json", "sweep"
 #: Files a replaced run folder keeps: written by hand or by another command, not by the run.
-KEPT_ON_REPLACE = (DISCUSSION, FER_PACKAGE)
+KEPT_ON_REPLACE = (DISCUSSION, FER_PACKAGE, CHECKS)
 
 
 def model_dir(run_dir, name: str | None = None) -> Path:

@@ -590,7 +590,7 @@ def train_run(data, out, config: TrainConfig, *, val_fraction: float = 0.2, drop
         write_manifest(run_dir, kind="train", parameters={**asdict(config), "val_fraction": val_fraction,
                                                           "drop_test_duplicates": drop_test_duplicates},
                        data_source=dataset.source, data_hash=dataset.source_hash, synthetic=dataset.synthetic,
-                       extra=hashes)
+                       extra={**hashes, "dtype_policy": resolve_precision(config.precision)})
         if dataset.synthetic:
             notify("NOTE: training on SYNTHETIC data, not FER2013")
         train(prepared, config, run_dir, resume=resume)

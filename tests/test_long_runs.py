@@ -26,6 +26,7 @@ from fer_utils.long_runs import (
     status_table,
     train_args,
     with_model_paths,
+    write_status,
 )
 from fer_utils.models import check_model_options
 from fer_utils.runs import RunLock
@@ -204,6 +205,23 @@ def test_a_run_that_starts_from_another_waits_for_its_model(repo):
     (runs / "b" / "train_config.json").write_text(json.dumps(dataclasses.asdict(
         TrainConfig(**options, init_from=str(runs / "a" / "model.keras")))))
     assert list(status_table(path, runs)["state"]) == ["completed", "interrupted", "not started"]
+
+
+def test_a_killed_run_is_published_as_the_table_states_it(repo):
+    runs, published = repo / "runs", repo / "published"
+    path = write_plan(repo, [{"name": "a", **TINY}])
+    (runs / "a").mkdir(parents=True)  # its process wrote this at the start and was killed
+    (runs / "a" / "train_state.json").write_text(json.dumps({"state": "running", "epochs_done": 0, "pid": 1}))
+    pd.DataFrame({"epoch": [0, 1], "val_accuracy": [0.3, 0.4], "seconds": [60.0, 120.0]}).to_csv(
+        runs / "a" / "history.csv", index=False)
+    (runs / "a" / "figures").mkdir()
+    (runs / "a" / "figures" / "learning_curves.png").write_bytes(b"png")
+    write_status(path, published, runs)
+    assert (published / "a" / "figures" / "learning_curves.png").read_bytes() == b"png"
+    assert json.loads((published / "a" / "train_state.json").read_text()) == {
+        "state": "interrupted", "epochs_done": 2, "pid": 1}
+    assert "| a | interrupted | 2/6 | 0.4000 | 2 | <= 4 |" in (published / "status.md").read_text()
+    assert json.loads((runs / "a" / "train_state.json").read_text())["state"] == "running"  # the run's own file
 
 
 def test_a_planned_run_waits_for_the_runs_it_learns_from(repo, monkeypatch):

@@ -54,12 +54,13 @@ def test_own_run_is_replaced_only_with_force_or_continued_with_resume(tmp_path):
     assert list((tmp_path / "run").iterdir()) == []
 
 
-def test_a_replaced_run_keeps_its_discussion_and_fer_package_scores(tmp_path):
+def test_a_replaced_run_keeps_its_discussion_checks_and_fer_package_scores(tmp_path):
     make_run(tmp_path / "run", "a" * 64)
     (tmp_path / "run" / "discussion.md").write_text("by hand")
     (tmp_path / "run" / "fer_package.json").write_text("{}")
+    (tmp_path / "run" / "checks.md").write_text("# checks")
     claim_run_dir(tmp_path / "run", "a" * 64, force=True)
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["discussion.md", "fer_package.json"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checks.md", "discussion.md", "fer_package.json"]
     assert (tmp_path / "run" / "discussion.md").read_text() == "by hand"
 
 

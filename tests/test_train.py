@@ -251,6 +251,7 @@ def test_training_starts_from_a_saved_model_of_the_same_split(prepared, syntheti
     manifest = json.loads((tmp_path / "kept" / "manifest.json").read_text())
     assert manifest["parameters"]["init_from"] == str(start)
     assert manifest["init_from_sha256"] == hashlib.sha256(start.read_bytes()).hexdigest()
+    assert manifest["dtype_policy"] == "float32"  # the precision option resolved, as it trained
 
 
 def test_a_start_model_of_another_split_data_or_shape_is_refused_by_name(prepared, synthetic_zip, tmp_path):

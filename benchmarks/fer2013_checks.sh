@@ -1,0 +1,48 @@
+# The FER2013 study's figures that come from checks outside its notebooks (exports, agreement,
+# the model soup, the two-seed-CNN ensemble), as markdown: `make fer2013-checks` writes them to
+# reports/fer2013/checks.md. Needs the trained float32 models in runs/ (this machine's long
+# runs; the published bfloat16 exports are in reports/long-runs/). Usage: bash THIS [DATA]
+set -euo pipefail
+DATA=${1:-../shared/data/fer2013.zip}
+PY=${PY:-.venv/bin/python}
+PUBLISHED=reports/long-runs
+SOUP=$(mktemp -d)/soup.keras
+trap 'rm -rf "$(dirname "$SOUP")"' EXIT
+
+check() {  # check TITLE COMMAND...: the command and its output
+    printf '## %s\n\n```\n$ %s\n' "$1" "${*:2}"
+    "${@:2}"  # stdout only: TensorFlow logs on stderr stay on the terminal
+    printf '```\n\n'
+}
+
+echo "# FER2013 study: checks outside the notebooks"
+echo
+echo "Written by \`make fer2013-checks\` on $(date -u +%F) at commit $(git describe --always --dirty --abbrev=7)," \
+     "data sha256 $(sha256sum "$DATA" | cut -c1-12)."
+echo
+check "Default model: bfloat16 export against the trained float32 model (PublicTest)" \
+    "$PY" benchmarks/export_check.py runs/vgg-wide-sgd-anneal-all/model.keras fer_utils/default_model/model.keras --data "$DATA"
+for run in vgg-wide-sgd vgg-wide-sgd-anneal vgg-wide-sgd-distill-all vgg-wide-adam; do
+    check "$run: published bfloat16 export against its float32 model (PublicTest)" \
+        "$PY" benchmarks/export_check.py runs/$run/model.keras $PUBLISHED/$run/model.keras --data "$DATA"
+done
+check "Agreement of vgg-wide-adam with the default model (as published; 'exported' = vgg-wide-adam)" \
+    "$PY" benchmarks/export_check.py fer_utils/default_model/model.keras $PUBLISHED/vgg-wide-adam/model.keras --data "$DATA"
+check "Model soup: weight average of the three annealed continuations" \
+    "$PY" -m fer_utils export runs/vgg-wide-sgd-anneal/model.keras runs/vgg-wide-sgd-anneal-all/model.keras \
+    runs/vgg-wide-sgd-distill-all/model.keras "$SOUP"
+check "Model soup against the default model as trained (float32; 'exported' = the soup)" \
+    "$PY" benchmarks/export_check.py runs/vgg-wide-sgd-anneal-all/model.keras "$SOUP" --data "$DATA"
+check "Model soup on validation: the one pair of runs on one split" \
+    "$PY" benchmarks/soup_check.py runs/vgg-wide-sgd runs/vgg-wide-sgd-anneal --data "$DATA"
+check "The class-weighted seed CNN as a second ensemble member (random TTA x10)" \
+    "$PY" -m fer_utils evaluate --data "$DATA" --usage PublicTest --tta 10 \
+    --model $PUBLISHED/seed-cnn-unweighted/model.keras --model $PUBLISHED/seed-cnn-weighted/model.keras
+check "Default model: float32 file size, parameters and cost" \
+    "$PY" -c "import os; from fer_utils.predict import load_model; from fer_utils.models import flops_per_image
+m = load_model('fer_utils/default_model/model.keras')
+print(f'float32 file {os.path.getsize(\"runs/vgg-wide-sgd-anneal-all/model.keras\") / 1e6:.1f} MB; '
+      f'bfloat16 export {os.path.getsize(\"fer_utils/default_model/model.keras\") / 1e6:.1f} MB; '
+      f'{m.count_params():,} parameters; {flops_per_image(m) / 1e6:.0f} MFLOPs per image')"
+check "Precision the long runs trained in (the runs' manifests; 'auto' resolved on this machine)" \
+    "$PY" -c "from fer_utils.train import resolve_precision; print('auto ->', resolve_precision('auto'))"
