@@ -169,10 +169,14 @@ class Run:
 def _abstract(run: Run) -> list[str]:
     scores = run.scores()
     kind = "synthetic faces (not FER2013)" if run.synthetic else "FER2013"
+    adopted = len(run.parameters.get("adopt_runs") or {})
+    adopted_words = "all" if adopted == len(run.training) else f"{adopted} of them"
     text = (f"This study rebuilds the seed report's facial emotion recognition pipeline on {kind}: "
             f"blank-image filtering, a train/validation split of Training ({run.split_words()}), "
             f"{'class weights, ' if any(c.get('class_weighted') for c in run.configs.values()) else ''}"
-            f"augmentation, {len(run.training)} trained model(s) and test-time augmentation (TTA).")
+            f"augmentation, {len(run.training)} trained model(s)"
+            f"{f' ({adopted_words} adopted from finished long runs)' if adopted else ''} "
+            f"and test-time augmentation (TTA).")
     best = next((model for model in by_validation(run.training) if model in scores), None)
     if best:
         r = scores[best]

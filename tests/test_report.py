@@ -107,6 +107,12 @@ def test_the_abstract_names_the_analysed_model_when_it_is_not_the_best_by_valida
     update_metrics(tmp_path, "models", {**json.loads((tmp_path / "metrics.json").read_text())["models"],
                                         "all": {"PublicTest": scores}})
     assert "analysed in chapter 06" not in " ".join(_abstract(Run(tmp_path)))
+    assert "2 trained model(s) and test-time" in " ".join(_abstract(Run(tmp_path)))
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    write_json(tmp_path / "manifest.json", {**manifest, "parameters": {"adopt_runs": {"all": "../long-runs/all"}}})
+    assert "2 trained model(s) (1 of them adopted from finished long runs) and" in " ".join(_abstract(Run(tmp_path)))
+    write_json(tmp_path / "manifest.json", {**manifest, "parameters": {"adopt_runs": {"all": "x", "vgg_gap": "y"}}})
+    assert "2 trained model(s) (all adopted from finished long runs) and" in " ".join(_abstract(Run(tmp_path)))
     update_metrics(tmp_path, "analysis", {"model": "all"})
     assert ("The model analysed in chapter 06, `all`, reaches 64.00% [59.0, 69.0] plain and 66.00% [61.0, 71.0] "
             "with random TTA.") in " ".join(_abstract(Run(tmp_path)))
