@@ -246,19 +246,21 @@ def per_class_scores(table: pd.DataFrame, title: str = "Precision, recall and F1
 
 def tta_gain_curve(curves: dict[str, np.ndarray], plain: dict[str, float], images: int, title: str):
     """Accuracy of random TTA against the number of copies, one line per model with its 95%
-    interval band, plain accuracy dashed."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    interval band, plain accuracy dashed in the same colour; the legend (one entry per
+    model) stands beside the axes, so that it hides no line however many models there are."""
+    fig, ax = plt.subplots(figsize=(9, 4))
     for k, (name, accuracy) in enumerate(curves.items()):
         accuracy = 100 * np.asarray(accuracy)
         copies = np.arange(1, len(accuracy) + 1)
         band = 100 * _binomial_halfwidth(accuracy / 100, images)
-        ax.plot(copies, accuracy, marker="o", color=f"C{k}", label=f"{name}, TTA")
-        ax.fill_between(copies, accuracy - band, accuracy + band, color=f"C{k}", alpha=0.15)
-        ax.axhline(100 * plain[name], color=f"C{k}", linestyle="--", label=f"{name}, plain")
+        ax.plot(copies, accuracy, marker="o", markersize=3, color=f"C{k % 10}", label=name)
+        ax.fill_between(copies, accuracy - band, accuracy + band, color=f"C{k % 10}", alpha=0.1)
+        ax.axhline(100 * plain[name], color=f"C{k % 10}", linestyle="--", linewidth=1)
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.set(xlabel="augmented copies averaged (N)", ylabel="accuracy (%)", title=title)
-    ax.legend(fontsize=8, title=f"bands: unpaired 95% interval, {images:,} images\n(the paired gains are in "
-                                f"the table)", title_fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), title_fontsize=8,
+              title=f"solid: random TTA\ndashed: plain\nbands: unpaired 95%\ninterval, {images:,} images\n"
+                    f"(paired gains: table)")
     return fig
 
 

@@ -113,6 +113,9 @@ def test_tta_curve_has_integer_ticks_and_a_band_and_per_class_gain_has_error_bar
     fig = plots.tta_gain_curve({"m": [0.5, 0.52, 0.53]}, {"m": 0.5}, 400, title="TTA")
     ax = fig.axes[0]
     assert all(float(t).is_integer() for t in ax.get_xticks()) and len(ax.collections) == 1
+    names = [f"model {k}" for k in range(12)]  # more models than colours: the legend names each once
+    fig = plots.tta_gain_curve({n: [0.5, 0.52] for n in names}, {n: 0.5 for n in names}, 400, title="TTA")
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == names
     gains = pd.DataFrame({("random TTA", "gain"): [0.02, -0.01], ("random TTA", "low"): [0.0, -0.03],
                           ("random TTA", "high"): [0.04, 0.01]}, index=["angry", "fear"])
     ax = plots.per_class_gain(gains, title="Gain").axes[0]
