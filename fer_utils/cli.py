@@ -119,7 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("predict", cmd_predict, "Find faces in photos and print their emotion probabilities.")
     sub.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG or PNG photos, or 48x48 face crops")
-    sub.add_argument("--model", help="saved .keras model (default: the shipped model)")
+    sub.add_argument("--model", action="append",
+                     help="saved .keras model (default: the shipped model); repeat it to average the "
+                          "probabilities of several (an ensemble)")
+    sub.add_argument("--tta", type=non_negative_int, default=0, metavar="N",
+                     help="average each model over N augmented copies of every face (test-time augmentation)")
+    sub.add_argument("--tta-mode", default="random", choices=("random", "deterministic"))
     sub.add_argument("--annotate", metavar="DIR", help="write annotated copies of the photos into DIR")
     sub.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -198,10 +203,7 @@ def cmd_evaluate(args) -> None:
     from fer_utils.data import load_dataset  # noqa: PLC0415
     from fer_utils.predict import load_model  # noqa: PLC0415
     from fer_utils.scoring import default_usage, evaluate_model  # noqa: PLC0415
-    from fer_utils.tta import DETERMINISTIC_VIEWS  # noqa: PLC0415
-    if args.tta_mode == "deterministic" and args.tta > len(DETERMINISTIC_VIEWS):
-        raise OptionError(f"--tta {args.tta}: deterministic TTA has {len(DETERMINISTIC_VIEWS)} views; "
-                          f"give --tta {len(DETERMINISTIC_VIEWS)} or fewer, or --tta-mode random")
+    check_tta_options(args)
     dataset = load_dataset(args.data, skip_bad=args.skip_bad, resize=args.resize)
     usage = args.usage or default_usage(dataset)
     paths = args.model or [None]
@@ -228,11 +230,24 @@ def cmd_evaluate(args) -> None:
               f"(paired 95% CI {gain['gain_ci'][0] * 100:+.2f} to {gain['gain_ci'][1] * 100:+.2f})")
 
 
+def check_tta_options(args) -> None:
+    """``--tta`` and ``--tta-mode`` checked before any data or model loads."""
+    from fer_utils.tta import DETERMINISTIC_VIEWS  # noqa: PLC0415
+    if args.tta_mode == "deterministic" and args.tta > len(DETERMINISTIC_VIEWS):
+        raise OptionError(f"--tta {args.tta}: deterministic TTA has {len(DETERMINISTIC_VIEWS)} views; "
+                          f"give --tta {len(DETERMINISTIC_VIEWS)} or fewer, or --tta-mode random")
+
+
 def cmd_predict(args) -> int:
     from fer_utils.predict import load_model, predict_images  # noqa: PLC0415
-    results, errors = predict_images(load_model(args.model), args.images, annotate_dir=args.annotate)
+    check_tta_options(args)
+    models = [load_model(path) for path in args.model or [None]]
+    results, errors = predict_images(models, args.images, annotate_dir=args.annotate, tta=args.tta,
+                                     tta_mode=args.tta_mode)
     if args.json:
-        print(json.dumps({"images": results, "errors": errors}, indent=2))
+        print(json.dumps({"models": [str(path or "default") for path in args.model or [None]],
+                          "tta": {"n": args.tta, "mode": args.tta_mode} if args.tta else None,
+                          "images": results, "errors": errors}, indent=2))
     else:
         for item in results:
             if not item["faces"]:

@@ -39,14 +39,27 @@ def load_model(path=None):
     return model
 
 
-def predict_images(model, paths, *, annotate_dir=None):
+def face_probabilities(models, faces: np.ndarray, *, tta: int = 0, tta_mode: str = "random") -> np.ndarray:
+    """Class probabilities (N, 7) of (N, 48, 48) face crops: the mean over ``models`` (an
+    ensemble when there are several), each model's averaged over ``tta`` augmented copies of
+    every face when ``tta`` > 0 (seeded: the same faces give the same probabilities)."""
+    if not tta:
+        return np.mean([predict_proba(model, faces) for model in models], axis=0)
+    from fer_utils.tta import tta_predict  # noqa: PLC0415 (the augmentation layers load only here)
+
+    return np.mean([tta_predict(model, faces, tta, mode=tta_mode) for model in models], axis=0)
+
+
+def predict_images(model, paths, *, annotate_dir=None, tta: int = 0, tta_mode: str = "random"):
     """Faces and class probabilities for each image; unreadable files are reported, not fatal.
 
-    Returns ``(results, errors)``: one ``{"image", "faces": [{"box", "label",
-    "probabilities"}]}`` per readable image (with ``"annotated"``, the annotated copy's
-    path, when ``annotate_dir`` is given and faces were found; never two inputs on one
-    name), one ``{"image", "error"}`` per failure.
+    ``model`` may be a list of models, averaged as an ensemble; ``tta`` and ``tta_mode`` as in
+    :func:`face_probabilities`. Returns ``(results, errors)``: one ``{"image", "faces":
+    [{"box", "label", "probabilities"}]}`` per readable image (with ``"annotated"``, the
+    annotated copy's path, when ``annotate_dir`` is given and faces were found; never two
+    inputs on one name), one ``{"image", "error"}`` per failure.
     """
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
     results, errors, taken = [], [], set()
     for path in paths:
         try:
@@ -55,7 +68,8 @@ def predict_images(model, paths, *, annotate_dir=None):
             errors.append({"image": str(path), "error": str(error)})
             continue
         boxes = detect_faces(gray)
-        proba = predict_proba(model, crop_faces(gray, boxes)) if boxes else np.zeros((0, len(CLASSES)))
+        proba = (face_probabilities(models, crop_faces(gray, boxes), tta=tta, tta_mode=tta_mode) if boxes
+                 else np.zeros((0, len(CLASSES))))
         faces = [{"box": list(box), "label": CLASSES[int(p.argmax())],
                   "probabilities": {c: round(float(v), 6) for c, v in zip(CLASSES, p)}}
                  for box, p in zip(boxes, proba)]

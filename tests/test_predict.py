@@ -153,3 +153,35 @@ def test_ensemble_averages_member_probabilities_and_reports_its_gain_over_the_be
     assert main(["evaluate", "--model", str(saved_model), "--model", str(other), "--data", str(synthetic_zip)]) == 0
     out = capsys.readouterr().out
     assert f"member {other}: accuracy" in out and "ensemble of 2: " in out and "over its best member" in out
+
+
+def test_predict_averages_an_ensemble_and_test_time_augmentation(saved_model, tmp_path, capsys):
+    import keras  # noqa: PLC0415
+
+    from fer_utils.inference import predict_proba  # noqa: PLC0415
+    from fer_utils.models import build_model  # noqa: PLC0415
+    from fer_utils.predict import face_probabilities  # noqa: PLC0415
+    from fer_utils.tta import tta_predict  # noqa: PLC0415
+
+    keras.utils.set_random_seed(1)
+    other = tmp_path / "other.keras"
+    build_model("vgg_gap", widths=(8, 16), convs=(1, 1)).save(other)
+    members, faces = [load_model(saved_model), load_model(other)], np.stack([face(), face()[::-1]])
+    plain = [predict_proba(m, faces) for m in members]
+    assert np.allclose(face_probabilities(members, faces), np.mean(plain, axis=0), atol=1e-6)
+    with_tta = face_probabilities(members, faces, tta=3)
+    assert np.allclose(with_tta, np.mean([tta_predict(m, faces, 3) for m in members], axis=0), atol=1e-6)
+    assert not np.allclose(with_tta, np.mean(plain, axis=0), atol=1e-4)  # the copies are augmented
+    assert np.allclose(face_probabilities(members, faces, tta=3), with_tta)  # seeded
+    photo = drawn_face_photo(tmp_path / "photo.jpg")
+    args = ["predict", str(photo), "--model", str(saved_model), "--model", str(other), "--tta", "2", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["models"] == [str(saved_model), str(other)] and out["tta"] == {"n": 2, "mode": "random"}
+    box = out["images"][0]["faces"][0]["box"]
+    crop = crop_faces(read_gray(photo), [tuple(box)])
+    expected = face_probabilities(members, crop, tta=2)[0]
+    assert list(out["images"][0]["faces"][0]["probabilities"].values()) == pytest.approx(expected, abs=1e-5)
+    assert main(["predict", str(photo), "--model", str(saved_model), "--tta", "11", "--tta-mode",
+                 "deterministic"]) == 2
+    assert "--tta 11: deterministic TTA has 10 views" in capsys.readouterr().err
