@@ -39,6 +39,9 @@ check "Model soup on validation: the one pair of runs on one split" \
 check "The class-weighted seed CNN as a second ensemble member (random TTA x10)" \
     "$PY" -m fer_utils evaluate --data "$DATA" --usage PublicTest --tta 10 \
     --model $PUBLISHED/seed-cnn-unweighted/model.keras --model $PUBLISHED/seed-cnn-weighted/model.keras
+check "The three seeds of the unweighted seed CNN as an ensemble: independent members (random TTA x10)" \
+    "$PY" -m fer_utils evaluate --data "$DATA" --usage PublicTest --tta 10 \
+    $(for seed in "" -seed1 -seed2; do echo --model $PUBLISHED/seed-cnn-unweighted$seed/model.keras; done)
 check "Default model: float32 file size, parameters and cost" \
     "$PY" -c "import os; from fer_utils.predict import load_model; from fer_utils.models import flops_per_image
 m = load_model('fer_utils/default_model/model.keras')
