@@ -224,10 +224,11 @@ def cmd_evaluate(args) -> None:
     for path, member in zip(paths, result.get("members", [])):
         print(f"  member {path}: accuracy {member['accuracy']:.4f}"
               + (f", with TTA {member['tta_accuracy']:.4f}" if "tta_accuracy" in member else ""))
-    if "gain_over_best_member" in result:
-        gain = result["gain_over_best_member"]
-        print(f"ensemble of {len(paths)}: {gain['gain'] * 100:+.2f} points over its best member "
-              f"(paired 95% CI {gain['gain_ci'][0] * 100:+.2f} to {gain['gain_ci'][1] * 100:+.2f})")
+    for label, scores in (("", result), (" with TTA", result["tta"] or {})):
+        if "gain_over_best_member" in scores:
+            gain = scores["gain_over_best_member"]
+            print(f"ensemble of {len(paths)}{label}: {gain['gain'] * 100:+.2f} points over its best member "
+                  f"(paired 95% CI {gain['gain_ci'][0] * 100:+.2f} to {gain['gain_ci'][1] * 100:+.2f})")
 
 
 def check_tta_options(args) -> None:

@@ -153,6 +153,10 @@ def test_ensemble_averages_member_probabilities_and_reports_its_gain_over_the_be
     assert main(["evaluate", "--model", str(saved_model), "--model", str(other), "--data", str(synthetic_zip)]) == 0
     out = capsys.readouterr().out
     assert f"member {other}: accuracy" in out and "ensemble of 2: " in out and "over its best member" in out
+    assert "with TTA" not in out
+    assert main(["evaluate", "--model", str(saved_model), "--model", str(other), "--data", str(synthetic_zip),
+                 "--tta", "2"]) == 0
+    assert "ensemble of 2 with TTA: " in capsys.readouterr().out
 
 
 def test_predict_averages_an_ensemble_and_test_time_augmentation(saved_model, tmp_path, capsys):
