@@ -223,7 +223,7 @@ def _recipe_rows(run: Run) -> list[list]:
         epochs = f"{t['epochs']} / {c.get('epochs', '?')}" + (
             ", all of Training" if t["best val_accuracy"] is None else "")
         rows.append([t["model"], c.get("model", "?"), optimizer, schedule, epochs,
-                     c.get("batch_size", "?"), loss, "yes" if c.get("class_weighted") else "no",
+                     c.get("batch_size", "?"), c.get("seed", "?"), loss, "yes" if c.get("class_weighted") else "no",
                      _augmentation(c), c.get("precision", "?"), t["minutes"]])
     return rows
 
@@ -264,8 +264,9 @@ def _methods(run: Run) -> list[str]:
         lines += markdown_table(["split", *(s if s in ("train", "val", "test") else f"test: {s}" for s in sizes)],
                                 [["images", *(f"{n:,}" for n in sizes.values())]])
     if run.training:
-        lines += ["Each model's recipe (epochs: run / planned):", ""]
-        lines += markdown_table(["run", "network", "optimizer", "schedule", "epochs", "batch", "loss",
+        lines += ["Each model's recipe (epochs: run / planned; seed: of its split and initialisation, so a "
+                  "run with another seed than the study's was validated on another split):", ""]
+        lines += markdown_table(["run", "network", "optimizer", "schedule", "epochs", "batch", "seed", "loss",
                                  "class weights", "augmentation", "precision", "minutes"], _recipe_rows(run))
     return lines
 

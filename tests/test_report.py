@@ -84,7 +84,7 @@ def test_the_recipe_table_names_start_models_teachers_and_training_on_all_of_tra
     (tmp_path / "models" / "vgg_gap" / "train_config.json").write_text(json.dumps({
         "model": "vgg_gap", "optimizer": "sgd", "learning_rate": 0.002, "schedule": "cosine", "epochs": 20,
         "init_from": "/w/runs/vgg-wide-sgd/model.keras", "teachers": ["/w/runs/a/model.keras", "/w/runs/b/model.keras"],
-        "distill": 0.5, "label_smoothing": 0.1}))
+        "distill": 0.5, "label_smoothing": 0.1, "batch_size": 64, "seed": 3}))
     text = build_markdown(tmp_path)
     assert ("`vgg_gap` trained on all of Training, the validation images included, with a recipe chosen "
             "on validation; it keeps its last epoch.") in text
@@ -95,7 +95,7 @@ def test_the_recipe_table_names_start_models_teachers_and_training_on_all_of_tra
             "recipe chosen on validation; each keeps its last epoch.") in build_markdown(tmp_path)
     row = next(line for line in text.splitlines() if line.startswith("| vgg_gap | vgg_gap"))
     assert "| sgd lr 0.002, from `vgg-wide-sgd` |" in row and "| 20 / 20, all of Training |" in row
-    assert "| cross-entropy, smoothing 0.1, distilled 0.5 from `a`, `b` |" in row
+    assert "| 64 | 3 | cross-entropy, smoothing 0.1, distilled 0.5 from `a`, `b` |" in row
 
 
 def test_the_abstract_names_the_analysed_model_when_it_is_not_the_best_by_validation(tmp_path):
