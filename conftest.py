@@ -4,10 +4,11 @@ import os
 import shutil
 import tempfile
 
-# Before anything imports fer_utils or TensorFlow: one fresh cache per test session, so
-# tests never read a user's cache, and TensorFlow's C++ logs stay out of the outputs.
+# Before anything imports fer_utils or TensorFlow: one fresh cache per test session (unless
+# FER_REPORT_CACHE names one), and TensorFlow's C++ logs stay out of the outputs.
 SESSION_CACHE = None if "FER_REPORT_CACHE" in os.environ else tempfile.mkdtemp(prefix="fer-report-test-cache-")
-os.environ.setdefault("FER_REPORT_CACHE", SESSION_CACHE)
+if SESSION_CACHE:
+    os.environ["FER_REPORT_CACHE"] = SESSION_CACHE
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 

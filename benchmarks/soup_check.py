@@ -25,8 +25,7 @@ from fer_utils.scoring import accuracy_gain
 
 def reestimate_batch_norm(model: keras.Model, images: np.ndarray, batch_size: int = 256) -> None:
     """Replace the batch-norm moving statistics by their mean over ``images`` (SWA's recipe;
-    seeded: dropout runs in training mode too)."""
-    keras.utils.set_random_seed(0)
+    dropout runs in training mode too, seeded by :func:`main`)."""
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     if not norms:
         raise SystemExit("the models have no batch normalization to re-estimate")
@@ -41,6 +40,7 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--data", default=Path(__file__).resolve().parents[2] / "shared/data/fer2013.zip")
     args = parser.parse_args()
+    keras.utils.set_random_seed(0)  # before the models load: their dropout layers draw their seeds then
     parameters = read_json(args.runs[0] / "manifest.json", {}).get("parameters", {})
     if not parameters.get("val_fraction"):
         raise SystemExit(f"{args.runs[0]}: no validation split recorded (trained on all of Training?)")

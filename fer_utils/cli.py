@@ -111,9 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "(mean probabilities) of several")
     data_options(sub)
     sub.add_argument("--usage", help="Training, PublicTest or PrivateTest (default: PublicTest if present)")
-    sub.add_argument("--tta", type=non_negative_int, default=0, metavar="N",
-                     help="also score test-time augmentation with N copies")
-    sub.add_argument("--tta-mode", default="random", choices=("random", "deterministic"))
+    tta_options(sub, "also score test-time augmentation with N copies")
     sub.add_argument("--keep-blank", action="store_true", help="score blank images too (default: left out, reported)")
     sub.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -122,9 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--model", action="append",
                      help="saved .keras model (default: the shipped model); repeat it to average the "
                           "probabilities of several (an ensemble)")
-    sub.add_argument("--tta", type=non_negative_int, default=0, metavar="N",
-                     help="average each model over N augmented copies of every face (test-time augmentation)")
-    sub.add_argument("--tta-mode", default="random", choices=("random", "deterministic"))
+    tta_options(sub, "average each model over N augmented copies of every face (test-time augmentation)")
     sub.add_argument("--annotate", metavar="DIR", help="write annotated copies of the photos into DIR")
     sub.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -229,6 +225,12 @@ def cmd_evaluate(args) -> None:
             gain = scores["gain_over_best_member"]
             print(f"ensemble of {len(paths)}{label}: {gain['gain'] * 100:+.2f} points over its best member "
                   f"(paired 95% CI {gain['gain_ci'][0] * 100:+.2f} to {gain['gain_ci'][1] * 100:+.2f})")
+
+
+def tta_options(sub, help_text: str) -> None:
+    """``--tta N`` and ``--tta-mode`` (random or the fixed views), checked by :func:`check_tta_options`."""
+    sub.add_argument("--tta", type=non_negative_int, default=0, metavar="N", help=help_text)
+    sub.add_argument("--tta-mode", default="random", choices=("random", "deterministic"))
 
 
 def check_tta_options(args) -> None:

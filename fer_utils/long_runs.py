@@ -364,7 +364,7 @@ def write_status(plan_file, out_dir, runs_dir=None) -> Path:
                 (published / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(run_dir / name, published / name)
         state = run_state(run_dir)
-        if state not in DONE and (published / TRAIN_STATE).exists():  # as the table says it, not as last written
+        if state not in DONE and (run_dir / TRAIN_STATE).exists():  # as the table says it, not as last written
             write_json(published / TRAIN_STATE, {**read_json(published / TRAIN_STATE), "state": state.replace(" ", "_"),
                                                  "epochs_done": len(read_history(run_dir))})
         if state in DONE and entry.get("publish_model", True):

@@ -253,7 +253,8 @@ def tta_gain_curve(curves: dict[str, np.ndarray], plain: dict[str, float], image
         accuracy = 100 * np.asarray(accuracy)
         copies = np.arange(1, len(accuracy) + 1)
         band = 100 * _binomial_halfwidth(accuracy / 100, images)
-        ax.plot(copies, accuracy, marker="o", markersize=3, color=f"C{k % 10}", label=name)
+        ax.plot(copies, accuracy, marker="o", markersize=3, color=f"C{k % 10}", label=name,
+                linestyle="-" if k < 10 else "-.")  # colours repeat after ten models; the line style then differs
         ax.fill_between(copies, accuracy - band, accuracy + band, color=f"C{k % 10}", alpha=0.1)
         ax.axhline(100 * plain[name], color=f"C{k % 10}", linestyle="--", linewidth=1)
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))

@@ -42,7 +42,8 @@ def load_model(path=None):
 def face_probabilities(models, faces: np.ndarray, *, tta: int = 0, tta_mode: str = "random") -> np.ndarray:
     """Class probabilities (N, 7) of (N, 48, 48) face crops: the mean over ``models`` (an
     ensemble when there are several), each model's averaged over ``tta`` augmented copies of
-    every face when ``tta`` > 0 (seeded: the same faces give the same probabilities)."""
+    every face when ``tta`` > 0 (seeded: the same crops in the same order give the same
+    probabilities; the random views depend on a face's place in the batch)."""
     if not tta:
         return np.mean([predict_proba(model, faces) for model in models], axis=0)
     from fer_utils.tta import tta_predict  # noqa: PLC0415 (the augmentation layers load only here)

@@ -209,7 +209,9 @@ def test_a_run_that_starts_from_another_waits_for_its_model(repo):
 
 def test_a_killed_run_is_published_as_the_table_states_it(repo):
     runs, published = repo / "runs", repo / "published"
-    path = write_plan(repo, [{"name": "a", **TINY}])
+    path = write_plan(repo, [{"name": "a", **TINY}, {"name": "b", **TINY}])
+    (published / "b").mkdir(parents=True)  # published earlier; its run folder is not on this machine
+    (published / "b" / "train_state.json").write_text(json.dumps({"state": "completed", "epochs_done": 6}))
     (runs / "a").mkdir(parents=True)  # its process wrote this at the start and was killed
     (runs / "a" / "train_state.json").write_text(json.dumps({"state": "running", "epochs_done": 0, "pid": 1}))
     pd.DataFrame({"epoch": [0, 1], "val_accuracy": [0.3, 0.4], "seconds": [60.0, 120.0]}).to_csv(
@@ -222,6 +224,7 @@ def test_a_killed_run_is_published_as_the_table_states_it(repo):
         "state": "interrupted", "epochs_done": 2, "pid": 1}
     assert "| a | interrupted | 2/6 | 0.4000 | 2 | <= 4 |" in (published / "status.md").read_text()
     assert json.loads((runs / "a" / "train_state.json").read_text())["state"] == "running"  # the run's own file
+    assert json.loads((published / "b" / "train_state.json").read_text())["state"] == "completed"
 
 
 def test_a_planned_run_waits_for_the_runs_it_learns_from(repo, monkeypatch):

@@ -239,11 +239,12 @@ def trainable(model):
     return [np.asarray(w) for w in model.trainable_weights]
 
 
-def test_training_starts_from_a_saved_model_of_the_same_split(prepared, synthetic_zip, tmp_path):
+def test_training_starts_from_a_saved_model_of_the_same_split(prepared, synthetic_zip, tmp_path, monkeypatch):
     first = train(prepared, TrainConfig(epochs=1, **TINY), tmp_path / "first")
     start = tmp_path / "first" / "model.keras"
     still = TrainConfig(epochs=1, optimizer="sgd", learning_rate=0.0, schedule="constant", init_from=str(start), **TINY)
-    train_run(synthetic_zip, tmp_path / "kept", still)
+    monkeypatch.setattr("fer_utils.train.cpu_supports_bf16", lambda: False)  # "auto" resolves to float32 here
+    train_run(synthetic_zip, tmp_path / "kept", replace(still, precision="auto"))
     kept = keras.models.load_model(tmp_path / "kept" / "model.keras")
     assert all(np.array_equal(a, b) for a, b in zip(trainable(first), trainable(kept)))
     fresh = train(prepared, replace(still, init_from=""), tmp_path / "fresh")
@@ -251,7 +252,7 @@ def test_training_starts_from_a_saved_model_of_the_same_split(prepared, syntheti
     manifest = json.loads((tmp_path / "kept" / "manifest.json").read_text())
     assert manifest["parameters"]["init_from"] == str(start)
     assert manifest["init_from_sha256"] == hashlib.sha256(start.read_bytes()).hexdigest()
-    assert manifest["dtype_policy"] == "float32"  # the precision option resolved, as it trained
+    assert (manifest["parameters"]["precision"], manifest["dtype_policy"]) == ("auto", "float32")  # as it trained
 
 
 def test_a_start_model_of_another_split_data_or_shape_is_refused_by_name(prepared, synthetic_zip, tmp_path):
