@@ -244,11 +244,11 @@ def check_tta_options(args) -> None:
 def cmd_predict(args) -> int:
     from fer_utils.predict import load_model, predict_images  # noqa: PLC0415
     check_tta_options(args)
-    models = [load_model(path) for path in args.model or [None]]
-    results, errors = predict_images(models, args.images, annotate_dir=args.annotate, tta=args.tta,
-                                     tta_mode=args.tta_mode)
+    paths = args.model or [None]
+    results, errors = predict_images([load_model(path) for path in paths], args.images, annotate_dir=args.annotate,
+                                     tta=args.tta, tta_mode=args.tta_mode)
     if args.json:
-        print(json.dumps({"models": [str(path or "default") for path in args.model or [None]],
+        print(json.dumps({"models": [str(path or "default") for path in paths],
                           "tta": {"n": args.tta, "mode": args.tta_mode} if args.tta else None,
                           "images": results, "errors": errors}, indent=2))
     else:
