@@ -25,6 +25,7 @@ from fer_utils.runs import (
     TRAINING,
     by_validation,
     model_dir,
+    other_split_models,
     read_json,
 )
 
@@ -177,11 +178,14 @@ def _abstract(run: Run) -> list[str]:
             f"augmentation, {len(run.training)} trained model(s)"
             f"{f' ({adopted_words} adopted from finished long runs)' if adopted else ''} "
             f"and test-time augmentation (TTA).")
-    best = next((model for model in by_validation(run.training) if model in scores), None)
+    other_split = other_split_models(run.path, run.configs)
+    comparable = [t for t in run.training if t["best val_accuracy"] is not None and t["model"] not in other_split]
+    best = next((model for model in by_validation(comparable) if model in scores), None)
     if best:
         r = scores[best]
-        text += (f" The model with the best validation accuracy, `{best}`, reaches {_ci(r['plain'], 'accuracy')} "
-                 f"on PublicTest "
+        on_split = " on the study's split" if other_split else ""
+        text += (f" The model with the best validation accuracy{on_split}, `{best}`, reaches "
+                 f"{_ci(r['plain'], 'accuracy')} on PublicTest "
                  f"({r['plain']['n']:,} images), {_ci(r['tta_random'], 'accuracy')} with random TTA "
                  f"(paired gain {_gain(r['tta_random'])} points).")
     analysed = run.metrics.get("analysis", {}).get("model")

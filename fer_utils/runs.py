@@ -78,14 +78,24 @@ def trained_models(run_dir) -> list[str]:
     if not training:
         raise FileNotFoundError(f"{Path(run_dir) / TRAINING}: not found or empty; run the training "
                                 f"notebook (04) for this run folder first")
-    return by_validation(training)
+    return by_validation(training, other_split_models(run_dir, [t["model"] for t in training]))
 
 
-def by_validation(training: list[dict]) -> list[str]:
-    """The models of ``training.json`` rows, best validation accuracy first; those trained
-    without validation split (``None``) last, as they cannot be ranked."""
+def by_validation(training: list[dict], other_split=frozenset()) -> list[str]:
+    """The models of ``training.json`` rows, best validation accuracy first; then those
+    validated on another split (``other_split``) and last those trained without validation
+    split (``None``): neither can be ranked against the others."""
     return [t["model"] for t in sorted(training, key=lambda t: (t["best val_accuracy"] is None,
+                                                                t["model"] in other_split,
                                                                 -(t["best val_accuracy"] or 0)))]
+
+
+def other_split_models(run_dir, names) -> set[str]:
+    """The models of a pipeline run trained with another seed than the run's (its manifest's
+    ``seed``), so validated on another split; none when the run's seed is not recorded."""
+    seed = read_json(Path(run_dir) / MANIFEST, {}).get("parameters", {}).get("seed")
+    return {name for name in names
+            if seed is not None and read_train_config(model_dir(run_dir, name)).get("seed", seed) != seed}
 
 
 def beside_model(run_dir, name: str, architecture: str = "seed_cnn") -> str | None:

@@ -114,6 +114,13 @@ def test_the_abstract_names_the_analysed_model_when_it_is_not_the_best_by_valida
     write_json(tmp_path / "manifest.json", {**manifest, "parameters": {"adopt_runs": {"all": "x", "vgg_gap": "y"}}})
     assert "2 trained model(s) (all adopted from finished long runs) and" in " ".join(_abstract(Run(tmp_path)))
     update_metrics(tmp_path, "analysis", {"model": "all"})
+    for name, seed in (("vgg_gap", 0), ("all", 0)):
+        (tmp_path / "models" / name).mkdir(parents=True, exist_ok=True)
+        write_json(tmp_path / "models" / name / "train_config.json", {"seed": seed})
+    assert "The model with the best validation accuracy, `vgg_gap`," in " ".join(_abstract(Run(tmp_path)))
+    write_json(tmp_path / "models" / "vgg_gap" / "train_config.json", {"seed": 1})
+    write_json(tmp_path / "manifest.json", {**manifest, "parameters": {"seed": 0}})
+    assert "best validation accuracy" not in " ".join(_abstract(Run(tmp_path)))  # not on the study's split
     assert ("The model analysed in chapter 06, `all`, reaches 64.00% [59.0, 69.0] plain and 66.00% [61.0, 71.0] "
             "with random TTA.") in " ".join(_abstract(Run(tmp_path)))
 

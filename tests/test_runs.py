@@ -153,6 +153,20 @@ def test_trained_models_best_first_and_a_named_error_before_training(tmp_path):
     assert runs.model_dir(tmp_path) == tmp_path and not list(tmp_path.glob(".tmp-*"))
 
 
+def test_models_validated_on_another_split_rank_after_the_study_split_and_before_no_split(tmp_path):
+    runs.write_json(tmp_path / runs.TRAINING, [{"model": "all", "best val_accuracy": None},
+                                               {"model": "a", "best val_accuracy": 0.4},
+                                               {"model": "seed1", "best val_accuracy": 0.9},
+                                               {"model": "b", "best val_accuracy": 0.6}])
+    for name, seed in (("a", 0), ("seed1", 1), ("b", 0), ("all", 0)):
+        runs.model_dir(tmp_path, name).mkdir(parents=True)
+        runs.write_json(runs.model_dir(tmp_path, name) / runs.TRAIN_CONFIG, {"seed": seed})
+    assert runs.trained_models(tmp_path) == ["seed1", "b", "a", "all"]  # no manifest: the seed is unknown
+    runs.write_json(tmp_path / runs.MANIFEST, {"parameters": {"seed": 0}})
+    assert runs.other_split_models(tmp_path, ["a", "seed1", "b", "all"]) == {"seed1"}
+    assert runs.trained_models(tmp_path) == ["b", "a", "seed1", "all"]
+
+
 def test_beside_model_is_the_best_other_run_of_the_architecture_else_the_runner_up(tmp_path):
     runs.write_json(tmp_path / runs.TRAINING, [{"model": m, "best val_accuracy": v} for m, v in
                                                (("wide", 0.7), ("seed-a", 0.6), ("seed-b", 0.65), ("res", 0.68))])
