@@ -293,10 +293,14 @@ def _results(run: Run) -> list[str]:
                   "Accuracy of the first model minus the second's on the same images, with a paired bootstrap "
                   "95% interval: an interval that excludes zero is a difference beyond the test set's sampling "
                   "noise (not beyond seed-to-seed variation, which single runs cannot measure).", ""]
-        lines += markdown_table(["model", "minus", "usage", "variant", "difference (points)"],
-                                [[f"`{r['model']}`", f"`{r['minus']}`", r["usage"], r["variant"],
-                                  _with_interval(r["difference"], r["difference_ci"], signed=True)]
-                                 for r in differences])
+        pairs = {}
+        for r in differences:
+            pairs.setdefault((r["model"], r["minus"], r["usage"]), {})[r["variant"]] = _with_interval(
+                r["difference"], r["difference_ci"], signed=True)
+        lines += markdown_table(["model", "minus", "usage", "plain (points)", "random TTA (points)"],
+                                [[f"`{model}`", f"`{minus}`", usage, by_variant.get("plain", "-"),
+                                  by_variant.get("tta_random", "-")]
+                                 for (model, minus, usage), by_variant in pairs.items()])
     lines += _ensemble(run)
     comparison = read_json(run.path / FER_PACKAGE)
     if comparison:

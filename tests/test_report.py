@@ -198,6 +198,18 @@ def test_seed_side_by_side_says_what_replicated(tmp_path):
     assert ("`seed-w` minus `seed-u` = -7.00 [-8.5, -5.5] points of PublicTest accuracy: weighting cost "
             "accuracy.") in text
     assert "| happy | 85.97% | 50.00% |" in text and seed_recall()["disgust"] == 90 / 111
+    assert "| `seed-w` | `seed-u` | PublicTest | -7.00 [-8.5, -5.5] | - |" in text  # one row per pair
+
+
+def test_models_against_each_other_is_one_row_per_pair_with_a_column_per_variant(tmp_path):
+    make_run(tmp_path, synthetic=False)
+    update_metrics(tmp_path, "comparisons", {"PublicTest": [
+        {"model": "a", "minus": "b", "usage": "PublicTest", "variant": variant, "difference": difference,
+         "difference_ci": [difference - 0.01, difference + 0.01]}
+        for variant, difference in (("plain", 0.02), ("tta_random", -0.03))]})
+    text = build_markdown(tmp_path)
+    assert "| model | minus | usage | plain (points) | random TTA (points) |" in text
+    assert "| `a` | `b` | PublicTest | +2.00 [+1.0, +3.0] | -3.00 [-4.0, -2.0] |" in text
 
 
 def test_synthetic_run_says_so_in_the_title(tmp_path):
