@@ -404,17 +404,19 @@ def _verdicts(run: Run, seed: str | None, summary: dict, scores: dict | None) ->
     if scores:
         lines.append(f"- TTA gain: {_gain(scores['tta_random'])} points against the seed's about +2: "
                      + tta_verdict(*scores["tta_random"]["gain_ci"]))
-    weights = {run.configs[name].get("class_weighted"): name for name in run.configs
-               if run.configs[name].get("model") == "seed_cnn"}
+    config = run.configs.get(seed, {})
+    twin = next((name for name, c in run.configs.items() if config.get("class_weighted") and
+                 c.get("model") == "seed_cnn" and not c.get("class_weighted") and c.get("seed") == config.get("seed")),
+                None)  # the same run without class weights (same seed, so same split)
     row = next((r for rows in run.metrics.get("comparisons", {}).values() for r in rows
-                if {r["model"], r["minus"]} == {weights.get(True), weights.get(False)} and r["variant"] == "plain"
+                if twin and {r["model"], r["minus"]} == {seed, twin} and r["variant"] == "plain"
                 and r["usage"] == "PublicTest"), None)
     if row:
-        sign = 1 if row["model"] == weights[True] else -1
+        sign = 1 if row["model"] == seed else -1
         difference, (low, high) = sign * row["difference"], sorted(sign * v for v in row["difference_ci"])
         verdict = ("weighting helped" if low > 0 else "weighting cost accuracy" if high < 0
                    else "no difference beyond noise")
-        lines.append(f"- Class weights (the seed's central claim): `{weights[True]}` minus `{weights[False]}` = "
+        lines.append(f"- Class weights (the seed's central claim): `{seed}` minus `{twin}` = "
                      f"{_with_interval(difference, [low, high], signed=True)} points of PublicTest accuracy: "
                      f"{verdict}. Macro-F1 of both is in the results table.")
     return lines + ([""] if lines else [])

@@ -175,20 +175,23 @@ def test_every_image_and_link_of_the_html_resolves_inside_the_run_folder(tmp_pat
 
 def test_seed_side_by_side_says_what_replicated(tmp_path):
     make_run(tmp_path, synthetic=False)
-    for name, weighted in (("seed-w", True), ("seed-u", False)):
+    for name, weighted, seed in (("seed-w", True, 0), ("seed-u", False, 0), ("seed-u2", False, 2)):
         (tmp_path / "models" / name).mkdir(parents=True)
         write_json(tmp_path / "models" / name / "train_config.json",
-                   {"model": "seed_cnn", "class_weighted": weighted, "batch_size": 32, "epochs": 100})
+                   {"model": "seed_cnn", "class_weighted": weighted, "batch_size": 32, "epochs": 100, "seed": seed})
     write_json(tmp_path / "training.json", [
         {"model": "seed-w", "best val_accuracy": 0.6127, "best epoch": 45, "epochs": 55, "minutes": 69},
-        {"model": "seed-u", "best val_accuracy": 0.6772, "best epoch": 59, "epochs": 69, "minutes": 85}])
+        {"model": "seed-u", "best val_accuracy": 0.6772, "best epoch": 59, "epochs": 69, "minutes": 85},
+        {"model": "seed-u2", "best val_accuracy": 0.68, "best epoch": 59, "epochs": 69, "minutes": 85}])
     tta = {**fake_score(0.6), "gain": 0.018, "gain_ci": [0.008, 0.028],
            "per_class": {c: {"recall": 0.5} for c in seed_recall()}, "recall_ci": dict.fromkeys(seed_recall())}
     update_metrics(tmp_path, "models", {"seed-w": {"PublicTest": {"plain": fake_score(0.58), "tta_random": tta,
                                                                   "tta_deterministic": fake_score(0.59)}}})
     update_metrics(tmp_path, "comparisons", {"PublicTest": [
         {"model": "seed-w", "minus": "seed-u", "usage": "PublicTest", "variant": "plain", "difference": -0.07,
-         "difference_ci": [-0.085, -0.055]}]})
+         "difference_ci": [-0.085, -0.055]},
+        {"model": "seed-w", "minus": "seed-u2", "usage": "PublicTest", "variant": "plain", "difference": -0.01,
+         "difference_ci": [-0.02, 0.0]}]})  # seed-u2: another seed and split, not the controlled comparison
     text = build_markdown(tmp_path)
     assert "The seed CNN of this study is `seed-w`." in text
     assert "| class weights | balanced | balanced |" in text and "| epochs | not stated | 55 (best 45) |" in text
