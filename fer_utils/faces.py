@@ -23,20 +23,17 @@ def _cascade() -> cv2.CascadeClassifier:
 
 
 def read_gray(path) -> np.ndarray:
-    """Any JPEG/PNG (colour, grayscale, with alpha, 16-bit) as uint8 grayscale; a named error otherwise."""
+    """Any JPEG/PNG (colour, grayscale, with alpha, 16-bit) as uint8 grayscale, turned upright
+    by its EXIF orientation (as :func:`annotate` draws it); a named error otherwise."""
     path = Path(path)
     try:
         data = np.frombuffer(path.read_bytes(), np.uint8)
     except OSError as error:
         raise DataError(f"{path}: cannot read ({error.strerror})") from None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH) if data.size else None
     if image is None:
         raise DataError(f"{path}: not a readable image (expected JPEG or PNG)")
-    if image.dtype == np.uint16:
-        image = (image // 257).astype(np.uint8)
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
-    return image
+    return (image // 257).astype(np.uint8) if image.dtype == np.uint16 else image
 
 
 #: Smallest face side, in pixels, the detector looks for in a photo.

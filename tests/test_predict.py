@@ -26,6 +26,25 @@ def test_read_gray_handles_colour_and_names_bad_files(tmp_path):
         read_gray(tmp_path / "missing.png")
 
 
+def test_read_gray_turns_a_phone_photo_upright_and_reads_16_bit_and_alpha(tmp_path):
+    import cv2
+    from PIL import Image
+
+    upright = np.pad(read_gray(drawn_face_photo(tmp_path / "face.png", colour=False)), ((0, 0), (0, 100)),
+                     constant_values=200)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(np.rot90(upright)).save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=95)
+    gray = read_gray(tmp_path / "phone.jpg")
+    assert gray.shape == (300, 400) and len(detect_faces(gray)) == 1
+    cv2.imwrite(str(tmp_path / "deep.png"), np.full((60, 50, 3), 257 * 100, np.uint16))
+    transparent = np.dstack([np.full((60, 50, 3), 90, np.uint8), np.zeros((60, 50), np.uint8)])
+    cv2.imwrite(str(tmp_path / "alpha.png"), transparent)
+    for name in ("deep.png", "alpha.png"):
+        assert read_gray(tmp_path / name).dtype == np.uint8 and read_gray(tmp_path / name).shape == (60, 50)
+    assert abs(int(read_gray(tmp_path / "deep.png")[0, 0]) - 100) <= 1 and read_gray(tmp_path / "alpha.png")[0, 0] == 90
+
+
 def test_detects_the_drawn_face_and_crops_it(tmp_path):
     gray = read_gray(drawn_face_photo(tmp_path / "photo.png", colour=False))
     boxes = detect_faces(gray)
