@@ -17,12 +17,14 @@ keyed by the SHA-256 of the source's content, so a second load skips decoding.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import logging
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -121,11 +123,14 @@ def load_dataset(source, *, skip_bad: bool = False, resize: bool = False,
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
     reader = _reader_for(path)
-    digest = source_hash(path)
-    cache_file = cache_dir() / f"{digest[:24]}-v{CACHE_VERSION}-skip{int(skip_bad)}-resize{int(resize)}.npz"
-    if cache and cache_file.exists():
-        return _read_cache(cache_file, str(path), digest)
-    out = reader(path, skip_bad, resize)
+    try:
+        digest = source_hash(path)
+        cache_file = cache_dir() / f"{digest[:24]}-v{CACHE_VERSION}-skip{int(skip_bad)}-resize{int(resize)}.npz"
+        if cache and cache_file.exists():
+            return _read_cache(cache_file, str(path), digest)
+        out = reader(path, skip_bad, resize)
+    except OSError as error:  # permissions, a file that vanished: name it
+        raise DataError(f"{error.filename or path}: cannot read ({error.strerror or error})") from None
     for _, problem in out.skipped:
         log.warning("skipped %s", problem)
     if not out.labels:
@@ -289,7 +294,8 @@ def _read_zip(path: Path, skip_bad: bool, resize: bool):
         def read(member):
             try:
                 return archive.read(member)
-            except (zipfile.BadZipFile, OSError, EOFError, zipfile.LargeZipFile) as error:
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError,
+                    RuntimeError, NotImplementedError) as error:  # the last two: encrypted, unknown method
                 raise DataError(f"{path}:{member}: unreadable archive member ({error})") from None
 
         return _layout_members(path, files, folders, read, skip_bad, resize)
@@ -301,6 +307,7 @@ def _read_csv(path: Path, skip_bad: bool, resize: bool):
     with open(path, newline="", encoding="utf-8-sig") as handle:
         try:
             reader = csv.DictReader(handle)
+            reader.fieldnames = [name.strip() for name in reader.fieldnames or []]  # "emotion, Usage, pixels"
             missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
                 raise DataError(f"{path}: missing column(s) {', '.join(missing)} "
@@ -346,12 +353,18 @@ def _parse_csv_row(row: dict, where: str):
 
 
 def _write_cache(cache_file: Path, dataset: Dataset) -> None:
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    """Save the decoded arrays; a cache that cannot be written (read-only, full) is a warning."""
     tmp = cache_file.with_suffix(f".{os.getpid()}.tmp.npz")
     skipped = np.asarray(dataset.skipped, dtype=str).reshape(-1, 2)
-    np.savez(tmp, images=dataset.images, labels=dataset.labels, usages=dataset.usages,
-             names=dataset.names, skipped=skipped, synthetic=dataset.synthetic)
-    os.replace(tmp, cache_file)
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, images=dataset.images, labels=dataset.labels, usages=dataset.usages,
+                 names=dataset.names, skipped=skipped, synthetic=dataset.synthetic)
+        os.replace(tmp, cache_file)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        log.warning("%s: cache not written (%s); set FER_REPORT_CACHE to a writable folder", cache_file, error)
 
 
 def _read_cache(cache_file: Path, source: str, digest: str) -> Dataset:

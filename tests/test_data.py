@@ -1,5 +1,7 @@
 import csv
 import logging
+import struct
+import zipfile
 
 import numpy as np
 import pytest
@@ -98,6 +100,13 @@ def test_csv_missing_column(tmp_path):
         load_dataset(path, cache=False)
 
 
+def test_kaggle_icml_csv_with_spaces_after_the_commas_is_read(tmp_path):
+    path = tmp_path / "icml_face_data.csv"
+    path.write_text(f"emotion, Usage, pixels\n3, Training, {pixels()}\n0, PublicTest, {pixels(9)}\n")
+    ds = load_dataset(path, cache=False)
+    assert [CLASSES[k] for k in ds.labels] == ["happy", "angry"] and list(ds.usages) == ["Training", "PublicTest"]
+
+
 def test_csv_without_rows_is_an_empty_split(tmp_path):
     with pytest.raises(DataError, match=r"empty\.csv: empty CSV \(no data rows\)"):
         load_dataset(write_csv(tmp_path / "empty.csv", []), cache=False)
@@ -187,6 +196,61 @@ def test_truncated_and_non_zip_archives(tmp_path, synthetic_zip):
     fake.write_text("not a zip")
     with pytest.raises(DataError, match=r"fake\.zip: not a zip archive"):
         load_dataset(fake, cache=False)
+
+
+def corrupt_deflate_zip(path, files, member):
+    """A zip whose ``member`` has an invalid deflate stream (zlib's "invalid block type")."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(member)
+    raw = bytearray(path.read_bytes())
+    name_length, extra_length = struct.unpack("<HH", raw[info.header_offset + 26:info.header_offset + 30])
+    raw[info.header_offset + 30 + name_length + extra_length] = 0x07  # final block of reserved type 3
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("failure", ["corrupt deflate", "encrypted", "unsupported compression"])
+def test_unreadable_zip_members_are_named_and_skippable(tmp_path, good_files, failure, monkeypatch):
+    source, member = tmp_path / "data.zip", "train/sad/Training_2.png"
+    corrupt_deflate_zip(source, good_files, member)
+    if failure != "corrupt deflate":
+        error = (RuntimeError(f"File {member!r} is encrypted, password required") if failure == "encrypted"
+                 else NotImplementedError("That compression method is not supported"))
+        read = zipfile.ZipFile.read
+
+        def failing(self, name, pwd=None):
+            if name == member:
+                raise error
+            return read(self, name, pwd)
+
+        monkeypatch.setattr(zipfile.ZipFile, "read", failing)
+    with pytest.raises(DataError, match=rf"data\.zip:{member}: unreadable archive member"):
+        load_dataset(source, cache=False)
+    assert len(load_dataset(source, cache=False, skip_bad=True)) == 3
+
+
+def test_an_unreadable_source_is_a_named_error(tmp_path, good_files, monkeypatch):
+    write_layout(tmp_path / "data", good_files)
+    locked = tmp_path / "data" / "train" / "sad" / "Training_2.png"
+
+    def denied(path):
+        raise PermissionError(13, "Permission denied", str(locked))
+
+    monkeypatch.setattr(fdata, "source_hash", denied)
+    with pytest.raises(DataError, match=r"Training_2\.png: cannot read \(Permission denied\)"):
+        load_dataset(tmp_path / "data", cache=False)
+
+
+def test_a_cache_that_cannot_be_written_is_a_warning_not_a_failure(tmp_path, good_files, monkeypatch, caplog):
+    (tmp_path / "file").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("FER_REPORT_CACHE", str(tmp_path / "file" / "cache"))
+    write_zip(tmp_path / "data.zip", good_files)
+    with caplog.at_level(logging.WARNING):
+        assert len(load_dataset(tmp_path / "data.zip")) == 4
+    assert any("cache not written" in r.getMessage() and "FER_REPORT_CACHE" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_missing_and_unsupported_sources(tmp_path):
