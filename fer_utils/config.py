@@ -1,8 +1,14 @@
-"""Training options as plain data, importable without TensorFlow (the CLI builds its flags from them)."""
+"""Training options as plain data, importable without TensorFlow (the CLI builds its flags from
+them), and the YAML files that hold options (profiles, plans)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from fer_utils import OptionError
 
 #: The seed report's augmentation: rotation 10 degrees, 10% width/height shift, shear,
 #: 10% zoom, horizontal flip, ``nearest`` fill.
@@ -95,3 +101,17 @@ def describe_contradictions(found: dict) -> str:
     """``found`` (from :func:`contradictions`) as the refusal of a resume."""
     return "--resume continues the run with its saved options; " + ", ".join(
         f"{k} {given!r} != saved {saved!r}" for k, (given, saved) in found.items())
+
+
+def read_yaml(path) -> dict:
+    """A YAML file of options (``{}`` when empty); a named error when it is not valid YAML or
+    not a mapping."""
+    path = Path(path)
+    try:
+        value = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise OptionError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
+    if not isinstance(value, (dict, type(None))):
+        kind = {list: "a list", str: "a string"}.get(type(value), type(value).__name__)
+        raise OptionError(f"{path}: expected a mapping of options, got {kind}")
+    return value or {}

@@ -20,10 +20,8 @@ import tarfile
 import time
 from pathlib import Path
 
-import yaml
-
 from fer_utils import OptionError
-from fer_utils.config import TrainConfig, contradictions
+from fer_utils.config import TrainConfig, contradictions, read_yaml
 from fer_utils.report import markdown_table
 from fer_utils.runs import (
     FIGURES_DIR,
@@ -75,13 +73,15 @@ class Plan:
 def load_plan(path) -> Plan:
     """Read and check a plan file: every run named once, every option known, by name."""
     path = Path(path).resolve()
-    plan = yaml.safe_load(path.read_text()) or {}
+    plan = read_yaml(path)
     root = project_root(path.parent)
     if not plan.get("runs"):
         raise OptionError(f"{path}: no runs planned (a 'runs' list is needed)")
     known = ENTRY_KEYS | {f.name for f in dataclasses.fields(TrainConfig)}
     names = set()
     for number, entry in enumerate(plan["runs"], start=1):
+        if not isinstance(entry, dict):
+            raise OptionError(f"{path}: run {number} is not a mapping of options (got {entry!r})")
         name = entry.get("name")
         if not name or "/" in str(name) or name in names:
             raise OptionError(f"{path}: run {number} needs a unique name without '/', got {name!r}")
@@ -205,7 +205,7 @@ def reread_plan(plan_file, log=print, tries: int = 3, pause: float = 10.0) -> Pl
     for attempt in range(tries):
         try:
             return load_plan(plan_file)
-        except (OSError, ValueError, yaml.YAMLError) as error:
+        except (OSError, ValueError) as error:  # OptionError and DataError are ValueErrors
             problem = error
             if attempt + 1 < tries:
                 time.sleep(pause)

@@ -7,9 +7,9 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import papermill as pm
-import yaml
 
 from fer_utils import PROFILES, OptionError
+from fer_utils.config import read_yaml
 from fer_utils.data import load_dataset
 from fer_utils.report import write_report
 from fer_utils.runs import FIGURES_DIR, NOTEBOOKS_DIR, RunLock, claim_run_dir, write_manifest
@@ -47,7 +47,7 @@ def load_profile(profile: str) -> dict:
     path = shipped("configs", "fer_utils.profiles") / f"{profile}.yaml"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such profile (have: {', '.join(PROFILES)})")
-    config = yaml.safe_load(path.read_text()) or {}
+    config = read_yaml(path)
     declared = set(PIPELINE_KEYS).union(*(pm.inspect_notebook(str(p)) for p in notebook_paths()))
     unknown = sorted(set(config) - declared)
     if unknown:

@@ -66,6 +66,19 @@ def test_plan_entries_are_checked_by_name(repo):
     assert plan.root == repo and plan.data == repo / "data.zip" and plan.runs[0]["epochs"] == 6
 
 
+def test_a_plan_that_is_not_valid_yaml_or_not_a_list_of_mappings_is_named(repo):
+    path = repo / "plan.yaml"
+    path.write_text("runs:\n  - name: a\n    epochs: [1, 2\n")
+    with pytest.raises(OptionError, match=r"plan\.yaml: not valid YAML \(.*line 3"):
+        load_plan(path)
+    path.write_text("- name: a\n")
+    with pytest.raises(OptionError, match=r"plan\.yaml: expected a mapping of options, got a list"):
+        load_plan(path)
+    path.write_text("runs:\n  - a\n")
+    with pytest.raises(OptionError, match=r"plan\.yaml: run 1 is not a mapping of options \(got 'a'\)"):
+        load_plan(path)
+
+
 def test_plan_entry_becomes_train_options_that_the_train_command_reads():
     args = train_args({"name": "a", "about": "x", "publish_model": False, "epochs": 3, "nesterov": False,
                        "class_weighted": True, "model_options": {"widths": [8]}, "drop_test_duplicates": False,

@@ -141,5 +141,8 @@ def test_a_profile_key_that_no_notebook_reads_is_named(tmp_path, monkeypatch):
     (tmp_path / "smoke.yaml").write_text("seed: 0\nrun_dir: here\n")
     with pytest.raises(OptionError, match=r"smoke\.yaml: run_dir cannot be set in a profile; the pipeline sets them"):
         load_profile("smoke")
+    (tmp_path / "smoke.yaml").write_text("seed: 0\nsynthetic: {n_train: 10\n")
+    with pytest.raises(OptionError, match=r"smoke\.yaml: not valid YAML"):
+        load_profile("smoke")
     (tmp_path / "smoke.yaml").write_text("seed: 0\nsynthetic: {n_train: 10}\ntta_n: 10\n")
     assert load_profile("smoke") == {"seed": 0, "synthetic": {"n_train": 10}, "tta_n": 10}
