@@ -20,7 +20,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from fer_utils import OptionError
+from fer_utils import DataError, OptionError
 from fer_utils.config import TrainConfig, contradictions, read_yaml
 from fer_utils.report import markdown_table
 from fer_utils.runs import (
@@ -307,6 +307,8 @@ def start_detached(plan_file, runs_dir=None) -> Path:
     holder = lock_holder(runs_dir)
     if holder:
         raise OptionError(f"{runs_dir}: the plan is already running (process {holder.get('pid')})")
+    if not plan.data.exists():
+        raise DataError(f"{plan.data}: no such file; the plan's data entry names it ({Path(plan_file).resolve()})")
     log = runs_dir / "long-runs.log"
     command = ["nice", "-n", "19", sys.executable, "-m", "fer_utils", "long-runs", "run",
                "--plan", str(Path(plan_file).resolve()), "--runs", str(runs_dir)]

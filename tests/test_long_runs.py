@@ -106,11 +106,14 @@ def test_every_run_of_the_shipped_plans_is_a_valid_train_command(plan_file):
         assert entry.get("augmentation", {}).items() <= config.augmentation.items(), entry["name"]
 
 
-def test_a_second_start_is_refused_while_the_plan_runs(repo):
+def test_a_second_start_and_a_start_without_the_plans_data_are_refused(repo):
     plan = write_plan(repo, [{"name": "a", **TINY}])
     with RunLock(repo / "runs"):
         refused = long_runs(repo, "start", "--plan", str(plan))
     assert refused.returncode == 2 and f"the plan is already running (process {os.getpid()})" in refused.stderr
+    missing = long_runs(repo, "start", "--plan", str(plan))
+    assert missing.returncode == 2 and "data.zip: no such file; the plan's data entry names it" in missing.stderr
+    assert not (repo / "runs" / "long-runs.log").exists()
 
 
 def long_runs(repo, *args, **kwargs):
