@@ -80,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
-    def data_options(sub, required=True):
-        sub.add_argument("--data", required=required, help="FER2013 folder, .zip or fer2013.csv")
+    def data_options(sub, required=True, data_help="FER2013 folder, .zip or fer2013.csv"):
+        sub.add_argument("--data", required=required, help=data_help)
         sub.add_argument("--skip-bad", action="store_true", help="skip (and list) unreadable or invalid images")
         sub.add_argument("--resize", action="store_true", help="scale images that are not 48x48")
 
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--json", action="store_true", help="print one JSON object")
 
     sub = command("pipeline", cmd_pipeline, "Run every notebook in order with papermill into a run folder.")
-    sub.add_argument("--data", help="FER2013 folder, .zip or .csv (default: generate synthetic data)")
+    data_options(sub, required=False, data_help="FER2013 folder, .zip or .csv (default: generate synthetic data)")
     sub.add_argument("--out", help="run folder (default: reports/<data name>-<profile>)")
     sub.add_argument("--profile", default="smoke", choices=PROFILES)
     sub.add_argument("--force", action="store_true", help="replace this data's earlier run in --out")
@@ -176,7 +176,8 @@ def cmd_summary(args) -> None:
 
 def cmd_pipeline(args) -> None:
     from fer_utils.pipeline import run_pipeline  # noqa: PLC0415
-    run_dir = run_pipeline(args.data, args.out, profile=args.profile, force=args.force)
+    run_dir = run_pipeline(args.data, args.out, profile=args.profile, force=args.force, skip_bad=args.skip_bad,
+                           resize=args.resize)
     print(f"run folder: {run_dir}")
 
 

@@ -24,10 +24,11 @@ def resolve_data(data, seed: int = 0) -> Path:
 
 
 def describe(dataset: Dataset) -> str:
-    """One line naming the data, loudly marked when it is synthetic."""
+    """One line naming the data, loudly marked when it is synthetic, and the bad items skipped."""
     kind = "SYNTHETIC data (procedurally drawn faces, not FER2013)" if dataset.synthetic else "FER2013"
+    skipped = f"; {len(dataset.skipped)} bad item(s) skipped (each logged above)" if dataset.skipped else ""
     return (f"Data: {Path(dataset.source).name}, {kind}; {len(dataset)} images; "
-            f"usages: {', '.join(dataset.present_usages())}; sha256 {dataset.source_hash[:12]}")
+            f"usages: {', '.join(dataset.present_usages())}; sha256 {dataset.source_hash[:12]}{skipped}")
 
 
 def findings(run_dir, chapter: str):

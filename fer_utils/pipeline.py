@@ -38,7 +38,7 @@ def shipped(folder: str, package: str) -> Path:
 #: Profile keys the pipeline reads itself; every other key must be a notebook parameter.
 PIPELINE_KEYS = {"synthetic"}
 #: Notebook parameters the pipeline sets itself, never from a profile.
-SET_BY_PIPELINE = {"data", "run_dir", "profile"}
+SET_BY_PIPELINE = {"data", "run_dir", "profile", "skip_bad", "resize"}
 
 
 def load_profile(profile: str) -> dict:
@@ -56,7 +56,7 @@ def load_profile(profile: str) -> dict:
     reserved = sorted(set(config) & SET_BY_PIPELINE)
     if reserved:
         raise OptionError(f"{path}: {', '.join(reserved)} cannot be set in a profile; the pipeline sets them "
-                          f"(give --data and --out instead)")
+                          f"(give them as pipeline options: --data, --out, --skip-bad, --resize)")
     return config
 
 
@@ -66,23 +66,25 @@ def notebook_paths() -> list[Path]:
 
 
 def run_pipeline(data=None, out=None, *, profile: str = "smoke", force: bool = False,
-                 notebooks=None) -> Path:
+                 skip_bad: bool = False, resize: bool = False, notebooks=None) -> Path:
     """Execute the notebooks for ``data`` (default: generated synthetic data) into ``out``.
 
     Every notebook gets the profile's parameters that its ``parameters`` cell declares,
-    plus ``data``, ``run_dir`` and ``profile``. Executed notebooks go to
+    plus ``data``, ``run_dir``, ``profile``, ``skip_bad`` and ``resize`` (as in
+    :func:`fer_utils.data.load_dataset`). Executed notebooks go to
     ``<out>/notebooks/``, figures to ``<out>/figures/``; ``manifest.json`` records the
     parameters, data hash, package versions, git commit and each notebook's status. The
     last step assembles ``report.md`` and ``report.html`` from ``metrics.json`` and the figures.
     """
     config = load_profile(profile)
     source = Path(data) if data else default_dataset(seed=config.get("seed", 0), **config.get("synthetic", {}))
-    dataset = load_dataset(source)  # validates the source and warms the cache for the notebooks
+    dataset = load_dataset(source, skip_bad=skip_bad, resize=resize)  # checks it, warms the notebooks' cache
     name = "synthetic" if dataset.synthetic else source.stem
     reports = ROOT / "reports" if (ROOT / "reports").is_dir() else Path("reports")  # checkout, else here
     run_dir = claim_run_dir(out or reports / f"{name}-{profile}", dataset.source_hash, force=force)
     with RunLock(run_dir):  # one writer at a time
-        base = {**config, "data": str(source.resolve()), "run_dir": str(run_dir.resolve()), "profile": profile}
+        base = {**config, "data": str(source.resolve()), "run_dir": str(run_dir.resolve()), "profile": profile,
+                "skip_bad": skip_bad, "resize": resize}
         status = {}
 
         def manifest(state: str) -> None:

@@ -5,16 +5,18 @@ import os
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from fer_utils import OptionError, pipeline
+from fer_utils import DataError, OptionError, pipeline
 from fer_utils.cli import main
 from fer_utils.pipeline import PipelineError, load_profile, notebook_paths, run_pipeline
 from fer_utils.runs import RunExistsError
 
+from .conftest import face, png_bytes
 from .test_report import SECTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,6 +124,25 @@ def test_failure_names_the_notebook_and_cell(tmp_path, synthetic_zip):
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["status"] == "failed" and manifest["notebooks"]["09_fails.ipynb"]["status"] == "failed"
     assert (tmp_path / "run" / "notebooks" / "09_fails.ipynb").exists()
+
+
+def test_skip_bad_and_resize_reach_the_notebooks_that_load_the_data(tmp_path, synthetic_zip):
+    source = tmp_path / "with-bad.zip"
+    with zipfile.ZipFile(synthetic_zip) as good, zipfile.ZipFile(source, "w") as bad:
+        for item in good.infolist():
+            bad.writestr(item, good.read(item))
+        bad.writestr("train/happy/Training_big.png", png_bytes(face(size=64)))
+        bad.writestr("train/happy/Training_broken.png", b"not an image")
+    eda = [ROOT / "notebooks" / "01_eda.ipynb"]
+    with pytest.raises(DataError, match=r"Training_big\.png: image is 64x64, expected 48x48"):
+        run_pipeline(source, tmp_path / "run", notebooks=eda)
+    with pytest.raises(DataError, match=r"Training_broken\.png: not an image file"):
+        run_pipeline(source, tmp_path / "run", notebooks=eda, resize=True)
+    run_dir = run_pipeline(source, tmp_path / "run", notebooks=eda, skip_bad=True, resize=True)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["parameters"]["skip_bad"] is True
+    executed = (run_dir / "notebooks" / "01_eda.ipynb").read_text()
+    assert "1 bad item(s) skipped" in executed and "with-bad.zip" in executed
 
 
 def test_unknown_profile_is_a_clean_cli_error(capsys):
