@@ -53,11 +53,7 @@ class TrainConfig:
     verbose: int = 2                  # Keras progress: 1 bar, 2 one line per epoch
 
     def __post_init__(self):
-        choices = {"optimizer": ("adam", "adamw", "sgd"), "schedule": ("cosine", "plateau", "constant"),
-                   "precision": ("auto", "mixed_bfloat16", "float32"),
-                   "strategy": ("default", "mirrored", "multiworker"),
-                   "plateau_monitor": MONITORS, "early_stopping_monitor": MONITORS}
-        for name, allowed in choices.items():
+        for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         for name in ("epochs", "batch_size"):
@@ -88,6 +84,10 @@ class TrainConfig:
 
 
 MONITORS = ("val_loss", "val_accuracy")
+#: The values each option with a fixed set of them may take.
+CHOICES = {"optimizer": ("adam", "adamw", "sgd"), "schedule": ("cosine", "plateau", "constant"),
+           "precision": ("auto", "mixed_bfloat16", "float32"), "strategy": ("default", "mirrored", "multiworker"),
+           "plateau_monitor": MONITORS, "early_stopping_monitor": MONITORS}
 
 
 def contradictions(saved: dict, given: dict) -> dict:

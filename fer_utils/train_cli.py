@@ -8,18 +8,42 @@ import json
 import time
 
 from fer_utils import OptionError
-from fer_utils.config import SEED_AUGMENTATION, TrainConfig, contradictions, describe_contradictions
+from fer_utils.config import CHOICES, SEED_AUGMENTATION, TrainConfig, contradictions, describe_contradictions
 
 FIELDS = dataclasses.fields(TrainConfig)
 #: Help beyond the default, where the option's name does not say it all.
-HELP = {"strategy": "tf.distribute strategy: default, mirrored or multiworker (TensorFlow backend only); ",
+HELP = {"model": "seed_cnn, vgg_gap, vgg_lean or res_gap (notebook 03 shows each); ",
+        "strategy": "tf.distribute strategy (TensorFlow backend only); ",
         "weight_decay": "decoupled, any optimizer; -1: 1e-4 for adamw, 0 for the others; ",
-        "precision": "auto (bf16 on an accelerator or a bf16 CPU), mixed_bfloat16 or float32; ",
+        "precision": "auto: bf16 on an accelerator or a bf16 CPU; ",
         "init_from": "a .keras model of the same model and options whose weights training starts from; ",
-        "distill": "share of the --teachers' mean probabilities in the training targets; ",
-        "momentum": "sgd only; ", "warmup_epochs": "cosine only; "}
+        "distill": "share of the --teachers' mean probabilities in the training targets, 0-1; ",
+        "momentum": "sgd only; ", "nesterov": "sgd only; ", "warmup_epochs": "cosine only; ",
+        "plateau_monitor": "plateau only; ", "plateau_factor": "plateau only: the rate is multiplied by it; ",
+        "plateau_patience": "plateau only, in epochs; ", "plateau_min_lr": "plateau only; ",
+        "class_weighted": "the seed's class-weighted cross-entropy; ",
+        "early_stopping": "patience in epochs on --early-stopping-monitor; 0: off; ",
+        "time_budget": "minutes of training not to exceed; 0: no limit; ",
+        "verbose": "Keras progress: 1 a bar, 2 one line per epoch; "}
 #: Data options a resumed run must also keep.
 DATA_OPTIONS = {"val_fraction": 0.2, "drop_test_duplicates": False}
+
+
+def json_option(kind: type):
+    """An argparse type: JSON text that must decode to ``kind`` (a list or a dict)."""
+    names = {list: "a JSON list", dict: "a JSON object", str: "a string"}
+
+    def parse(text: str):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise argparse.ArgumentTypeError(f"not valid JSON ({error}): {text}") from None
+        if not isinstance(value, kind):
+            got = names.get(type(value), type(value).__name__)
+            raise argparse.ArgumentTypeError(f"expected {names[kind]}, got {got}")
+        return value
+
+    return parse
 
 
 def add_train_options(parser: argparse.ArgumentParser) -> None:
@@ -32,20 +56,21 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     for f in FIELDS:
         default = getattr(defaults, f.name)
         flag = "--" + f.name.replace("_", "-")
+        help_text = HELP.get(f.name, "") + f"default: {default if default != '' else 'none'}"
         if isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=f"default: {default}")
+                                help=help_text)
         elif isinstance(default, list):
-            parser.add_argument(flag, type=json.loads, default=argparse.SUPPRESS,
+            parser.add_argument(flag, type=json_option(list), default=argparse.SUPPRESS,
                                 help='JSON list of saved models, e.g. ["runs/a/model.keras"]; default: none')
         elif isinstance(default, dict):
             help_text = (f"JSON overriding the seed augmentation {json.dumps(SEED_AUGMENTATION)}"
                          if f.name == "augmentation"
                          else 'JSON keywords of the model builder, e.g. {"widths": [64, 128]}')
-            parser.add_argument(flag, type=json.loads, default=argparse.SUPPRESS, help=help_text)
+            parser.add_argument(flag, type=json_option(dict), default=argparse.SUPPRESS, help=help_text)
         else:
-            parser.add_argument(flag, type=type(default), default=argparse.SUPPRESS,
-                                help=HELP.get(f.name, "") + f"default: {default}")
+            parser.add_argument(flag, type=type(default), default=argparse.SUPPRESS, choices=CHOICES.get(f.name),
+                                help=help_text)
     parser.add_argument("--val-fraction", type=split_fraction, default=argparse.SUPPRESS,
                         help="share of Training held out for validation, 0 (none) to below 1; default: 0.2")
     parser.add_argument("--drop-test-duplicates", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,

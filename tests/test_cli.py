@@ -21,6 +21,18 @@ def test_help_lists_the_commands():
                                                        "predict", "train", "export", "long-runs"]
 
 
+def test_train_help_names_the_choices_units_and_models(capsys):
+    from fer_utils.models import MODELS  # noqa: PLC0415
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in ("{adam,adamw,sgd}", "{cosine,plateau,constant}", "{val_loss,val_accuracy}",
+                  "minutes of training not to exceed; 0: no limit", "patience in epochs", "--init-from INIT_FROM",
+                  "default: none", *MODELS):
+        assert shown in text, shown
+
+
 def test_summary_json_schema_and_counts(synthetic_zip, capsys):
     assert main(["summary", "--data", str(synthetic_zip), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
@@ -101,7 +113,14 @@ def bad_inputs(tmp_path, synthetic_zip, good_files):
          "--tta 11: deterministic TTA has 10 views"),
         (["train", *data, "--out", str(tmp_path / "out"), "--val-fraction", "1"],
          "argument --val-fraction: 1.0 is outside [0, 1)"),
-        (["train", *data, "--out", str(tmp_path / "out"), "--optimizer", "foo"], "optimizer must be one of"),
+        (["train", *data, "--out", str(tmp_path / "out"), "--optimizer", "foo"],
+         "argument --optimizer: invalid choice: 'foo'"),
+        (["train", *data, "--out", str(tmp_path / "out"), "--teachers", '"t.keras"'],
+         "argument --teachers: expected a JSON list, got a string"),
+        (["train", *data, "--out", str(tmp_path / "out"), "--model-options", "{widths: 2}"],
+         "argument --model-options: not valid JSON (Expecting property name"),
+        (["train", *data, "--out", str(tmp_path / "out"), "--augmentation", "[1]"],
+         "argument --augmentation: expected a JSON object, got a JSON list"),
         (["train", *data, "--out", str(tmp_path / "out"), "--model", "foo"], "unknown model 'foo'"),
         (["train", *data, "--out", str(tmp_path / "out"), "--model-options", '{"depth": 3}'],
          "model vgg_gap takes no option depth"),
