@@ -92,7 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("pipeline", cmd_pipeline, "Run every notebook in order with papermill into a run folder.")
     data_options(sub, required=False, data_help="FER2013 folder, .zip or .csv (default: generate synthetic data)")
     sub.add_argument("--out", help="run folder (default: reports/<data name>-<profile>)")
-    sub.add_argument("--profile", default="smoke", choices=PROFILES)
+    sub.add_argument("--profile", default="smoke", choices=PROFILES,
+                     help="configs/<profile>.yaml: smoke (default; small synthetic data, minutes), demo (a larger "
+                          "synthetic set, a quarter hour), full (the 30-minutes-per-model FER2013 study), fer2013 "
+                          "(the committed study, from the finished long runs)")
     sub.add_argument("--force", action="store_true", help="replace this data's earlier run in --out")
 
     sub = command("report", cmd_report, "Rewrite a run folder's report.md and report.html from its files.")
@@ -100,17 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("synthetic", cmd_synthetic, "Write a synthetic FER-like dataset (folder or .zip).")
     sub.add_argument("out", help="folder or .zip path to create")
-    sub.add_argument("--train", type=int, default=1200, help="Training images")
-    sub.add_argument("--public", type=int, default=300, help="PublicTest images")
-    sub.add_argument("--private", type=int, default=300, help="PrivateTest images")
-    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--train", type=int, default=1200, help="Training images (default: %(default)s)")
+    sub.add_argument("--public", type=int, default=300, help="PublicTest images (default: %(default)s)")
+    sub.add_argument("--private", type=int, default=300, help="PrivateTest images (default: %(default)s)")
+    sub.add_argument("--seed", type=int, default=0, help="random seed of the drawn faces (default: %(default)s)")
 
     sub = command("evaluate", cmd_evaluate, "Score a saved model on one usage of a data source.")
     sub.add_argument("--model", action="append",
                      help="saved .keras model (default: the shipped model); repeat it to score the ensemble "
                           "(mean probabilities) of several")
     data_options(sub)
-    sub.add_argument("--usage", help="Training, PublicTest or PrivateTest (default: PublicTest if present)")
+    sub.add_argument("--usage", help="Training, PublicTest or PrivateTest (default: PublicTest, else the other "
+                                     "test usage, else Training with a warning)")
     tta_options(sub, "also score test-time augmentation with N copies")
     sub.add_argument("--keep-blank", action="store_true", help="score blank images too (default: left out, reported)")
     sub.add_argument("--json", action="store_true", help="print one JSON object")
@@ -134,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("model", nargs="+", help="saved .keras model (a training run folder's best model); several: "
                                               "their uniform weight average (a model soup)")
     sub.add_argument("out", help=".keras file to write")
-    sub.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
+    sub.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
+                     help="bfloat16 halves the file (default: %(default)s)")
     sub.add_argument("--force", action="store_true", help="replace OUT if it exists")
 
     sub = command("long-runs", cmd_long_runs, "Train the runs of a plan one after another, each from "
@@ -203,6 +208,9 @@ def cmd_evaluate(args) -> None:
     check_tta_options(args)
     dataset = load_dataset(args.data, skip_bad=args.skip_bad, resize=args.resize)
     usage = args.usage or default_usage(dataset)
+    if usage == "Training" and not args.usage:
+        logging.warning("%s has no test usage: scoring Training, which models train on (an optimistic "
+                        "accuracy); --usage Training says it is meant", args.data)
     paths = args.model or [None]
     models = [load_model(path) for path in paths]
     result = evaluate_model(models, dataset, usage, tta=args.tta, tta_mode=args.tta_mode,
@@ -231,7 +239,9 @@ def cmd_evaluate(args) -> None:
 def tta_options(sub, help_text: str) -> None:
     """``--tta N`` and ``--tta-mode`` (random or the fixed views), checked by :func:`check_tta_options`."""
     sub.add_argument("--tta", type=non_negative_int, default=0, metavar="N", help=help_text)
-    sub.add_argument("--tta-mode", default="random", choices=("random", "deterministic"))
+    sub.add_argument("--tta-mode", default="random", choices=("random", "deterministic"),
+                     help="random: N randomly augmented copies, as the seed report; deterministic: N of 10 fixed "
+                          "views (the image, its mirror, both shifted by 2 pixels) (default: %(default)s)")
 
 
 def check_tta_options(args) -> None:

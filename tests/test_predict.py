@@ -12,7 +12,7 @@ from fer_utils.predict import load_model, predict_images
 from fer_utils.quality import blank_mask
 from fer_utils.scoring import evaluate_model
 
-from .conftest import drawn_face_photo, face, png_bytes
+from .conftest import drawn_face_photo, face, png_bytes, write_zip
 
 
 def test_read_gray_handles_colour_and_names_bad_files(tmp_path):
@@ -130,6 +130,18 @@ def test_evaluate_defaults_to_public_test_and_reports_missing_usages(saved_model
     assert "PublicTest: 31 images, 4 blank left out" in capsys.readouterr().out
     result = evaluate_model(load_model(saved_model), load_dataset(synthetic_zip), "PublicTest", keep_blank=True)
     assert result["n"] == 35 and result["tta"] is None
+
+
+def test_evaluate_warns_when_only_training_is_left_to_score(saved_model, tmp_path, good_files, caplog, capsys):
+    train_only = {name: data for name, data in good_files.items() if name.startswith("train/")}
+    write_zip(tmp_path / "train-only.zip", train_only)
+    assert main(["evaluate", "--model", str(saved_model), "--data", str(tmp_path / "train-only.zip")]) == 0
+    assert "Training: 2 images" in capsys.readouterr().out
+    assert "train-only.zip has no test usage: scoring Training" in caplog.text
+    caplog.clear()
+    assert main(["evaluate", "--model", str(saved_model), "--data", str(tmp_path / "train-only.zip"),
+                 "--usage", "Training"]) == 0
+    assert "no test usage" not in caplog.text
 
 
 def test_shipped_default_model_is_used_without_model(synthetic_zip, tmp_path, capsys):
