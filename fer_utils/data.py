@@ -47,7 +47,7 @@ CSV_COLUMNS = ("emotion", "pixels", "Usage")
 #: File at the root of every dataset written by :mod:`fer_utils.synthetic`.
 SYNTHETIC_MARKER = "SYNTHETIC.md"
 # Bump when the decoded arrays would change for the same source bytes.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: 16-bit, bilevel and CMYK images are read (were skipped or refused)
 
 
 @dataclass
@@ -166,7 +166,7 @@ def source_hash(path) -> str:
 def decode_image(data: bytes, name: str, *, resize: bool = False) -> np.ndarray:
     """Decode one image file's bytes to a uint8 (48, 48) array.
 
-    Colour images are converted to grayscale; other sizes are rejected unless
+    Colour, bilevel and 16-bit images are converted to 8-bit grayscale; other sizes are rejected unless
     ``resize``. Raises :class:`fer_utils.DataError` naming ``name`` and the problem.
     """
     if not data:
@@ -174,7 +174,9 @@ def decode_image(data: bytes, name: str, *, resize: bool = False) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
-            if image.mode not in ("L", "RGB", "RGBA", "LA", "P"):
+            if image.mode.startswith("I;16"):  # 16-bit grayscale: scaled to 8 bits
+                image = Image.fromarray((np.asarray(image, dtype=np.uint16) // 257).astype(np.uint8))
+            elif image.mode not in ("L", "RGB", "RGBA", "LA", "P", "PA", "1", "CMYK", "YCbCr"):
                 raise DataError(f"{name}: unsupported image mode {image.mode}")
             image = image.convert("L")
     except UnidentifiedImageError:

@@ -1,4 +1,5 @@
 import csv
+import io
 import logging
 import struct
 import zipfile
@@ -164,6 +165,22 @@ def test_binary_file_named_csv_is_a_named_error(tmp_path):
     path.write_bytes(bytes(range(256)) * 8)
     with pytest.raises(DataError, match=r"binary\.csv: not a text CSV file"):
         load_dataset(path, cache=False)
+
+
+def test_16_bit_bilevel_and_cmyk_images_are_read_and_float_images_named():
+    import cv2  # noqa: PLC0415
+
+    def encoded(mode, fmt, value):
+        buffer = io.BytesIO()
+        Image.new(mode, (48, 48), value).save(buffer, fmt)
+        return buffer.getvalue()
+
+    deep = cv2.imencode(".png", np.full((48, 48), 257 * 100, np.uint16))[1].tobytes()
+    assert decode_image(deep, "deep.png")[0, 0] == 100  # scaled, not clipped to 255
+    assert decode_image(encoded("1", "PNG", 1), "bilevel.png")[0, 0] == 255
+    assert decode_image(encoded("CMYK", "JPEG", (0, 0, 0, 100)), "print.jpg")[0, 0] == pytest.approx(155, abs=2)
+    with pytest.raises(DataError, match=r"float\.png: unsupported image mode F"):
+        decode_image(encoded("F", "TIFF", 0.5), "float.png")
 
 
 def test_rgb_is_converted_and_other_sizes_resized_on_request():
