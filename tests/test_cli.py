@@ -102,8 +102,26 @@ def bad_inputs(tmp_path, synthetic_zip, good_files):
     write_zip(bomb, {**good_files, "train/happy/Training_9.png": png_bytes(np.zeros((5000, 5000), np.uint8))})
     binary = tmp_path / "binary.csv"
     binary.write_bytes(bytes(range(256)) * 8)
+    all_bad = tmp_path / "all-bad.csv"
+    all_bad.write_text("emotion,pixels,Usage\n9,1 2,Training\n")
+    test_only = tmp_path / "test-only.zip"
+    write_zip(test_only, {name: data for name, data in good_files.items() if name.startswith("test/")})
+    not_keras = tmp_path / "not-keras.keras"
+    write_zip(not_keras, {"notes.txt": b"a zip, not a model"})
+    model = small_model(tmp_path / "model.keras", (48, 48, 1), 7)
     data = ["--data", str(synthetic_zip)]
     return [
+        (["evaluate", *data, "--tta", "abc"], "argument --tta: 'abc' is not a whole number"),
+        (["train", *data, "--out", str(tmp_path / "out"), "--val-fraction", "abc"],
+         "argument --val-fraction: 'abc' is not a number"),
+        (["train", "--data", str(test_only), "--out", str(tmp_path / "out")],
+         "test-only.zip: no Training images left to train on"),
+        (["summary", "--data", str(all_bad), "--skip-bad"], "all-bad.csv: no images could be loaded"),
+        (["evaluate", *data, "--model", str(not_keras)], "not-keras.keras: not a loadable Keras model"),
+        (["export", str(model), str(tmp_path / "model.h5")],
+         "model.h5: the exported model's file name must end in .keras"),
+        (["export", str(model), str(model)], "model.keras: exists; pass --force to replace it"),
+        (["export", str(model), str(model), "--force"], "model.keras: is one of the models to export"),
         (["evaluate", *data, "--model", str(small_model(tmp_path / "in32.keras", (32, 32, 1), 7))],
          "in32.keras: the model takes input of shape (32, 32, 1)"),
         (["evaluate", *data, "--model", str(small_model(tmp_path / "out5.keras", (48, 48, 1), 5))],
