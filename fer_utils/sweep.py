@@ -65,6 +65,8 @@ def _cell(run: Path) -> dict:
 
 def best_setting(table: pd.DataFrame) -> dict:
     """The (learning rate, batch size) with the best validation accuracy (ties: faster run)."""
+    if table.empty:
+        raise ValueError("empty sweep grid: no finished cell to choose from")
     best = table.sort_values(["val_accuracy", "seconds"], ascending=[False, True]).iloc[0]
     return {"learning_rate": float(best["learning_rate"]), "batch_size": int(best["batch_size"])}
 

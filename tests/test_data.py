@@ -54,7 +54,8 @@ def test_usage_comes_from_prefix_else_from_folder():
 
 
 def test_csv_label_order_is_mapped_to_class_order():
-    assert [CLASSES[k] for k in CSV_TO_LABEL] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    # fer2013.csv numbers 0 angry ... 4 sad, 5 surprise, 6 neutral; CLASSES are alphabetical
+    assert CSV_TO_LABEL.tolist() == [0, 1, 2, 3, 5, 6, 4]
 
 
 def write_csv(path, rows, header=("emotion", "pixels", "Usage")):

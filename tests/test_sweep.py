@@ -51,5 +51,5 @@ def test_best_setting_breaks_ties_by_the_faster_run():
     grid = pd.DataFrame({"learning_rate": [0.1, 0.01], "batch_size": [32, 64], "val_accuracy": [0.5, 0.5],
                          "seconds": [9.0, 3.0]})
     assert best_setting(grid) == {"learning_rate": 0.01, "batch_size": 64}
-    with pytest.raises(IndexError):
+    with pytest.raises(ValueError, match="empty sweep grid: no finished cell to choose from"):
         best_setting(grid.iloc[:0])
