@@ -7,6 +7,7 @@ import sys
 import textwrap
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -21,8 +22,10 @@ from fer_utils.prepare import prepare
 from fer_utils.runs import lock_holder, model_dir, read_history
 from fer_utils.train import (
     Batches,
+    BestModel,
     EpochTimer,
     TrainConfig,
+    build_optimizer,
     config_table,
     epoch_orders,
     resolve_precision,
@@ -75,6 +78,46 @@ def test_training_model_augments_only_when_training_and_repeats_channels():
     np.testing.assert_allclose(wrapper(images, training=False), model(np.repeat(images, 3, -1), training=False),
                                atol=1e-6)
     assert wrapper.input_shape == (None, 48, 48, 1) and wrapper.output_shape == (None, 7)
+
+
+@pytest.mark.parametrize(("options", "kind", "decay"), [
+    ({"optimizer": "adamw"}, keras.optimizers.AdamW, 1e-4), ({"optimizer": "adam"}, keras.optimizers.Adam, None),
+    ({"optimizer": "adam", "weight_decay": 5e-4}, keras.optimizers.Adam, 5e-4),
+    ({"optimizer": "sgd", "weight_decay": 5e-4, "nesterov": False, "momentum": 0.8}, keras.optimizers.SGD, 5e-4)])
+def test_build_optimizer_decay_and_sgd_options(options, kind, decay):
+    optimizer = build_optimizer(TrainConfig(schedule="constant", learning_rate=0.01, **options), 10)
+    assert type(optimizer) is kind and optimizer.weight_decay == (pytest.approx(decay) if decay else None)
+    assert float(optimizer.learning_rate) == pytest.approx(0.01)
+    if kind is keras.optimizers.SGD:
+        assert (optimizer.nesterov, optimizer.momentum) == (False, 0.8)
+
+
+def test_the_cosine_schedule_warms_up_then_decays_to_zero():
+    optimizer = build_optimizer(TrainConfig(optimizer="sgd", learning_rate=0.1, epochs=5, warmup_epochs=1), 10)
+    rate = []
+    for step in (0, 5, 10, 30, 50):
+        optimizer.iterations.assign(step)
+        rate.append(float(optimizer.learning_rate))
+    assert rate[0] == 0 and rate[1] == pytest.approx(0.05) and rate[2] == pytest.approx(0.1)
+    assert rate[3] == pytest.approx(0.05) and rate[4] == pytest.approx(0, abs=1e-9)
+
+
+def test_best_model_saves_on_each_new_best_validation_accuracy_or_every_epoch_without_one(tmp_path):
+    saved = []
+
+    class Bare:
+        def save(self, path):
+            Path(path).write_text(str(len(saved)))
+            saved.append(epoch)
+
+    callback = BestModel(Bare(), tmp_path / "model.keras")
+    for epoch, accuracy in enumerate([0.3, 0.5, 0.4, 0.5, 0.6]):
+        callback.on_epoch_end(epoch, {"val_accuracy": accuracy, "loss": 1.0})
+    assert saved == [0, 1, 4] and callback.best == 0.6 and not list(tmp_path.glob(".tmp-*"))
+    saved.clear()
+    for epoch in range(2):
+        BestModel(Bare(), tmp_path / "last.keras").on_epoch_end(epoch, {"loss": 1.0})
+    assert saved == [0, 1]
 
 
 def test_config_rejects_unknown_choices():
