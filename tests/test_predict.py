@@ -45,6 +45,22 @@ def test_read_gray_turns_a_phone_photo_upright_and_reads_16_bit_and_alpha(tmp_pa
     assert abs(int(read_gray(tmp_path / "deep.png")[0, 0]) - 100) <= 1 and read_gray(tmp_path / "alpha.png")[0, 0] == 90
 
 
+def test_annotate_draws_each_box_and_caption_on_a_copy(tmp_path):
+    import cv2  # noqa: PLC0415
+
+    from fer_utils.faces import annotate  # noqa: PLC0415
+
+    photo = drawn_face_photo(tmp_path / "photo.png")
+    before = cv2.imread(str(photo))
+    out = annotate(photo, [(50, 60, 100, 120)], ["happy 0.91"], tmp_path / "out" / "annotated.png")
+    drawn = cv2.imread(str(out))
+    assert drawn.shape == before.shape and (cv2.imread(str(photo)) == before).all()  # the photo is untouched
+    assert tuple(drawn[60, 100]) == (0, 200, 0) and tuple(drawn[120, 150]) == (0, 200, 0)  # top and right edges
+    assert tuple(drawn[120, 100]) == tuple(before[120, 100])  # inside the box
+    caption = drawn[40:54, 50:150] != before[40:54, 50:150]
+    assert caption.any()  # the caption above the box
+
+
 def test_detects_the_drawn_face_and_crops_it(tmp_path):
     gray = read_gray(drawn_face_photo(tmp_path / "photo.png", colour=False))
     boxes = detect_faces(gray)

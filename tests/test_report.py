@@ -125,6 +125,14 @@ def test_the_abstract_names_the_analysed_model_when_it_is_not_the_best_by_valida
             "with random TTA.") in " ".join(_abstract(Run(tmp_path)))
 
 
+def test_the_split_is_given_as_the_runs_proportions(tmp_path):
+    make_run(tmp_path, synthetic=False)
+    assert "a train/validation split of Training (80/20)" in " ".join(_abstract(Run(tmp_path)))
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    write_json(tmp_path / "manifest.json", {**manifest, "parameters": {"val_fraction": 0.1}})
+    assert "a train/validation split of Training (90/10)" in " ".join(_abstract(Run(tmp_path)))
+
+
 def test_the_ensemble_is_a_results_table_with_its_gain_over_the_best_member(tmp_path):
     make_run(tmp_path, synthetic=False)
     assert "### Ensemble" not in build_markdown(tmp_path)

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 
 from fer_utils import CLASSES
+from fer_utils.data import Dataset
 from fer_utils.scoring import (
     accuracy_gain,
     confident_mistakes,
+    default_usage,
     ensemble_scores,
     ensemble_studies,
     ensemble_study,
@@ -175,3 +177,12 @@ def test_model_difference_is_paired_on_the_same_images():
     difference = model_difference(labels, base, new, model="base")
     assert difference["model"] == "base" and difference["gain"] == pytest.approx(0.25)
     assert difference["gain_ci"][0] > 0 and set(difference["recall_gain"]) == set(CLASSES)
+
+
+@pytest.mark.parametrize(("usages", "chosen"), [
+    (["Training", "PrivateTest", "PublicTest"], "PublicTest"), (["Training", "PrivateTest"], "PrivateTest"),
+    (["Training"], "Training")])
+def test_default_usage_prefers_public_test_then_another_test_usage_then_training(usages, chosen):
+    n = len(usages)
+    dataset = Dataset(np.zeros((n, 48, 48), np.uint8), np.zeros(n, int), np.array(usages), np.array(usages), "d", "h")
+    assert default_usage(dataset) == chosen
