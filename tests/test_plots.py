@@ -6,11 +6,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fer_utils import plots
+from fer_utils import CLASSES, plots
 from fer_utils.data import Dataset
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 MAX_CELL_LINES = 8
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
 
 
 def test_prediction_captions_say_true_predicted_and_confidence():
@@ -139,3 +145,56 @@ def test_samples_per_class_leaves_panels_empty_rather_than_drawing_black_faces()
     fig = plots.samples_per_class(images, labels, per_class=3, title="Samples")
     drawn = [ax for ax in fig.axes if ax.images]
     assert len(fig.axes) == 21 and len(drawn) == 20 and [ax.get_title() for ax in drawn][3:5] == ["disgust"] * 2
+
+
+def test_class_counts_draws_one_bar_per_class_and_usage_with_its_count():
+    counts = pd.DataFrame([[10 * (k + 1) for k in range(7)], [k + 1 for k in range(7)]], columns=list(CLASSES),
+                          index=pd.Index(["Training", "PublicTest"], name="usage"))
+    ax = plots.class_counts(counts).axes[0]
+    heights = sorted(round(bar.get_height()) for bar in ax.patches if bar.get_height() > 0)
+    assert heights == sorted([10 * (k + 1) for k in range(7)] + [k + 1 for k in range(7)])
+    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == ("class", "images", "Images per class and usage")
+
+
+def test_mean_faces_averages_each_class_and_leaves_a_missing_class_at_zero():
+    labels = np.array([0, 0, 3])
+    images = np.stack([np.full((48, 48), v, np.uint8) for v in (10, 30, 200)])
+    fig = plots.mean_faces(images, labels)
+    panels = {ax.get_title(): ax.images[0].get_array() for ax in fig.axes if ax.images}
+    assert panels["angry"].mean() == pytest.approx(20) and panels["happy"].mean() == pytest.approx(200)
+    assert panels["sad"].max() == 0 and len(panels) == len(CLASSES)
+
+
+def test_intensity_histograms_draw_a_density_per_class_present():
+    labels = np.array([0, 3])
+    ax = plots.intensity_histograms(np.stack([np.full((48, 48), 5, np.uint8), np.full((48, 48), 250, np.uint8)]),
+                                    labels).axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == ["angry", "happy"]
+    assert all(np.sum(line.get_ydata()) * 8 == pytest.approx(1) for line in ax.get_lines())  # densities
+
+
+def test_confusion_heatmap_annotates_counts_as_whole_numbers_and_rates_with_two_decimals():
+    counts = np.arange(49).reshape(7, 7)
+    texts = [t.get_text() for t in plots.confusion_heatmap(counts, normalized=False, title="c").axes[0].texts]
+    assert texts[:3] == ["0", "1", "2"]
+    rates = counts / counts.sum(axis=1, keepdims=True)
+    ax = plots.confusion_heatmap(rates, normalized=True, title="r").axes[0]
+    assert ax.texts[1].get_text() == f"{rates[0, 1]:.2f}" and ax.get_ylabel() == "true class"
+
+
+def test_class_weight_bars_and_per_class_scores_plot_the_values_given():
+    weights = dict(zip(CLASSES, [1.0, 9.4, 1.0, 0.6, 0.8, 0.9, 1.2]))
+    ax = plots.class_weight_bars(weights).axes[0]
+    assert [round(bar.get_height(), 1) for bar in ax.patches] == list(weights.values())
+    table = pd.DataFrame({"precision": [0.5] * 7, "recall": [0.25] * 7, "f1": [0.1] * 7}, index=list(CLASSES))
+    ax = plots.per_class_scores(table).axes[0]
+    assert sorted({round(bar.get_height(), 2) for bar in ax.patches}) == [0.1, 0.25, 0.5] and ax.get_ylim() == (0, 1)
+
+
+def test_model_costs_plot_parameters_in_millions_and_flops_per_image():
+    costs = pd.DataFrame({"trainable": [1_326_567, 4_650_000], "MFLOPs per image": [42.0, 530.0]},
+                         index=["seed_cnn", "vgg_gap"])
+    left, right = plots.model_costs(costs).axes
+    assert [round(b.get_height(), 2) for b in left.patches] == [1.33, 4.65]
+    assert [b.get_height() for b in right.patches] == [42.0, 530.0]
+    assert left.get_ylabel() == "trainable parameters (millions)"
