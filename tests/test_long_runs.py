@@ -18,6 +18,7 @@ from fer_utils.config import SEED_AUGMENTATION, TrainConfig
 from fer_utils.long_runs import (
     load_plan,
     next_run,
+    pinned_code,
     plan_differences,
     publish_model,
     reread_plan,
@@ -53,6 +54,13 @@ def repo(tmp_path):
     for command in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
         subprocess.run(["git", *command], cwd=repo, check=True)
     return repo
+
+
+def test_code_is_pinned_only_from_a_git_commit(tmp_path):
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(OptionError, match=r": not a git work tree with a commit; long runs pin the code of a commit"):
+        pinned_code(tmp_path, tmp_path / "runs", "a")
+    assert not (tmp_path / "runs" / ".pins.json").exists()
 
 
 def test_plan_entries_are_checked_by_name(repo):

@@ -27,6 +27,7 @@ from fer_utils.train import (
     TrainConfig,
     build_optimizer,
     config_table,
+    distribution_strategy,
     epoch_orders,
     resolve_precision,
     saved_options,
@@ -118,6 +119,13 @@ def test_best_model_saves_on_each_new_best_validation_accuracy_or_every_epoch_wi
     for epoch in range(2):
         BestModel(Bare(), tmp_path / "last.keras").on_epoch_end(epoch, {"loss": 1.0})
     assert saved == [0, 1]
+
+
+def test_a_tf_distribute_strategy_is_refused_on_another_backend(monkeypatch):
+    assert distribution_strategy("default") is None
+    monkeypatch.setattr(keras.config, "backend", lambda: "jax")
+    with pytest.raises(OptionError, match="strategy 'mirrored' needs the TensorFlow backend .KERAS_BACKEND is 'jax'"):
+        distribution_strategy("mirrored")
 
 
 def test_config_rejects_unknown_choices():
