@@ -310,7 +310,7 @@ def _read_csv(path: Path, skip_bad: bool, resize: bool):
         try:
             reader = csv.DictReader(handle)
             reader.fieldnames = [name.strip() for name in reader.fieldnames or []]  # "emotion, Usage, pixels"
-            missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+            missing = [c for c in CSV_COLUMNS if c not in reader.fieldnames]
             if missing:
                 raise DataError(f"{path}: missing column(s) {', '.join(missing)} "
                                 f"(expected {', '.join(CSV_COLUMNS)})")
