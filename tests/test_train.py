@@ -412,6 +412,8 @@ def test_resume_survives_every_kill_window_and_respects_the_time_budget(prepared
     config = TrainConfig(epochs=3, time_budget=1e-6, **tiny)
     train(prepared, config, tmp_path)  # the budget stops it after one epoch; the backup stays
     assert state()["state"] == "time_budget" and len(pd.read_csv(tmp_path / "history.csv")) == 1
+    with pytest.raises(FileExistsError, match="holds an interrupted run; pass resume=True"):
+        train(prepared, config, tmp_path)  # re-running a notebook must not start the run over
     train(prepared, config, tmp_path, resume=True)  # the same budget: already spent, no epoch more
     assert "spent before this session" in state()["stop_reason"] and len(pd.read_csv(tmp_path / "history.csv")) == 1
     shutil.copytree(tmp_path / "backup", tmp_path / "backup.old")  # killed after a swap, before the cleanup
@@ -424,6 +426,17 @@ def test_resume_survives_every_kill_window_and_respects_the_time_budget(prepared
     (fresh / "train_state.json").write_text(json.dumps({"state": "running"}))
     train(prepared, replace(config, time_budget=0.0, epochs=2), fresh, resume=True)
     assert list(pd.read_csv(fresh / "history.csv")["epoch"]) == [0, 1]
+
+
+def test_a_backup_that_does_not_fit_the_model_is_a_named_error(prepared, tmp_path):
+    config = TrainConfig(epochs=3, time_budget=1e-6, batch_size=32, verbose=0, precision="float32",
+                         augmentation=NO_AUGMENTATION, model_options={"widths": [8], "convs": [1]})
+    train(prepared, config, tmp_path)
+    with np.load(tmp_path / "backup" / "variables.npz") as saved:
+        arrays = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    np.savez(tmp_path / "backup" / "variables.npz", *arrays[:-1])
+    with pytest.raises(DataError, match=r"backup: the backup does not fit this model and optimizer"):
+        train(prepared, replace(config, time_budget=0.0), tmp_path, resume=True)
 
 
 def test_history_summary_names_the_best_epoch_counting_from_one():
