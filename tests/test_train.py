@@ -79,6 +79,10 @@ def test_training_model_augments_only_when_training_and_repeats_channels():
     np.testing.assert_allclose(wrapper(images, training=False), model(np.repeat(images, 3, -1), training=False),
                                atol=1e-6)
     assert wrapper.input_shape == (None, 48, 48, 1) and wrapper.output_shape == (None, 7)
+    dense = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Flatten(), keras.layers.Dense(7)])
+    wrapper = training_model(dense, build_augmentation(0, rotation=30), channels=1)  # no dropout, no batch norm
+    np.testing.assert_allclose(wrapper(images, training=False), dense(images), atol=1e-5)
+    assert np.abs(np.asarray(wrapper(images, training=True)) - np.asarray(dense(images))).max() > 1e-2
 
 
 @pytest.mark.parametrize(("options", "kind", "decay"), [
