@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 from fer_utils import CLASSES
 from fer_utils.runs import FIGURES_DIR
@@ -137,7 +138,7 @@ def _binomial_halfwidth(p, n):
 
 def _not_run(done: int, planned: int, state: dict) -> str:
     """The legend of the epochs a run did not train: stopped early (and why), or not run yet."""
-    reason = f" ({state['stop_reason']})" if state.get("stop_reason") else ""
+    reason = f"\n({state['stop_reason']})" if state.get("stop_reason") else ""
     if state.get("state") == "early_stopped":
         return f"not run: early stopping after {done} of {planned}{reason}"
     if state.get("state") == "time_budget":
@@ -156,7 +157,7 @@ def learning_curves(history: pd.DataFrame, config: dict | None = None, title: st
     config, state = config or {}, state or {}
     if history.empty:
         raise ValueError("learning curves need at least one epoch; the history is empty")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
     epochs = history["epoch"] + 1
     validated = "val_accuracy" in history
     planned = max(int(config.get("epochs", len(epochs))), len(epochs))
@@ -177,10 +178,13 @@ def learning_curves(history: pd.DataFrame, config: dict | None = None, title: st
         if len(epochs) < planned:
             ax.axvspan(len(epochs) + 0.5, planned, color="0.9", label=_not_run(len(epochs), planned, state))
         ax.set(xlabel="epoch", ylabel=metric, title=f"{metric.capitalize()} per epoch", xlim=(0.5, planned + 0.5))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[1].axhline(1 / len(CLASSES), color="black", linestyle=":", label="chance (1/7)")
-    for ax in axes:
-        ax.legend(fontsize=7)
-    fig.suptitle(title if validated else f"{title} (no validation split: all of Training trained on)")
+    for ax in axes:  # below the axes: inside, they hid the first epochs
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
+    notes = [f"continues {Path(config['init_from']).parent.name}"] if config.get("init_from") else []
+    notes += [] if validated else ["no validation split: all of Training trained on"]
+    fig.suptitle(f"{title} ({'; '.join(notes)})" if notes else title)
     return fig
 
 
@@ -257,7 +261,7 @@ def tta_gain_curve(curves: dict[str, np.ndarray], plain: dict[str, float], image
                 linestyle="-" if k < 10 else "-.")  # colours repeat after ten models; the line style then differs
         ax.fill_between(copies, accuracy - band, accuracy + band, color=f"C{k % 10}", alpha=0.1)
         ax.axhline(100 * plain[name], color=f"C{k % 10}", linestyle="--", linewidth=1)
-    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="augmented copies averaged (N)", ylabel="accuracy (%)", title=title)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), title_fontsize=8,
               title=f"solid: random TTA\ndashed: plain\nbands: unpaired 95%\ninterval, {images:,} images\n"

@@ -39,6 +39,7 @@ from fer_utils.runs import (
     read_history,
     read_json,
     read_manifest,
+    read_train_config,
     read_train_state,
     save_atomically,
     write_json,
@@ -527,9 +528,10 @@ def summarize_runs(run_dir, names) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("model")
 
 
-def config_table(configs: dict[str, TrainConfig]) -> pd.DataFrame:
-    """One column of options per named config (the augmentation, a dict, left out)."""
-    table = pd.DataFrame({name: vars(config) for name, config in configs.items()})
+def config_table(run_dir, names) -> pd.DataFrame:
+    """The options each named model of a pipeline run was trained with, here or in an adopted
+    run (its ``train_config.json``): one column per model (the augmentation, a dict, left out)."""
+    table = pd.DataFrame({name: read_train_config(model_dir(run_dir, name)) for name in names})
     return table.drop(["augmentation"], errors="ignore")
 
 

@@ -83,7 +83,7 @@ def test_learning_curves_say_which_loss_is_which_and_show_chance_and_planned_epo
         plots.learning_curves(history.iloc[:0])
     state = {"state": "early_stopped", "stop_reason": "no better val_accuracy in 1 epochs"}
     stopped = plots.learning_curves(history, {"epochs": 10}, state=state)
-    assert ("not run: early stopping after 3 of 10 (no better val_accuracy in 1 epochs)"
+    assert ("not run: early stopping after 3 of 10\n(no better val_accuracy in 1 epochs)"
             in [t.get_text() for t in stopped.axes[0].get_legend().get_texts()])
     budget = plots.learning_curves(history, {"epochs": 10}, state={"state": "time_budget"})
     legend = [t.get_text() for t in budget.axes[0].get_legend().get_texts()]
@@ -97,6 +97,19 @@ def test_learning_curves_of_a_run_without_validation_show_training_only():
     labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
     assert labels == ["train (augmented images)", "chance (1/7)"]
     assert fig.get_suptitle() == "Learning curves (no validation split: all of Training trained on)"
+
+
+def test_learning_curves_name_the_run_continued_and_tick_whole_epochs():
+    history = pd.DataFrame({"epoch": range(20), "loss": np.linspace(2, 1, 20), "accuracy": np.linspace(0.2, 0.6, 20)})
+    fig = plots.learning_curves(history, {"epochs": 20, "init_from": "/w/runs/vgg-wide-sgd/model.keras"},
+                                title="Learning curves: anneal")
+    assert fig.get_suptitle() == ("Learning curves: anneal (continues vgg-wide-sgd; no validation split: all of "
+                                  "Training trained on)")
+    fig.canvas.draw()
+    ticks = [t for t in fig.axes[0].get_xticks() if 0.5 <= t <= 20.5]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    legend = fig.axes[0].get_legend().get_window_extent()
+    assert legend.y1 < fig.axes[0].get_window_extent().y0  # below the axes, hiding no epoch
 
 
 def test_sweep_heatmap_starts_its_scale_at_the_majority_baseline_and_outlines_the_choice():

@@ -1,3 +1,4 @@
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -462,9 +463,11 @@ def test_summarize_runs_writes_training_json_and_config_table_has_a_column_per_m
     assert summary.loc["b", "best epoch"] == 1 and summary.loc["a", "best val_accuracy"] == 0.4
     assert json.loads((tmp_path / "training.json").read_text())[1] == {
         "model": "b", "best val_accuracy": 0.5, "best epoch": 1, "epochs": 2, "minutes": 2.0}
-    table = config_table({"a": TrainConfig(epochs=3), "b": TrainConfig(model="seed_cnn")})
+    for name, config in (("a", TrainConfig(epochs=3)), ("b", TrainConfig(model="seed_cnn"))):
+        (model_dir(tmp_path, name) / "train_config.json").write_text(json.dumps(dataclasses.asdict(config)))
+    table = config_table(tmp_path, ["a", "b"])
     assert list(table.columns) == ["a", "b"] and table.loc["epochs", "a"] == 3 and "augmentation" not in table.index
-    assert config_table({}).empty  # a study that trains nothing (every model adopted)
+    assert table.loc["model", "b"] == "seed_cnn" and config_table(tmp_path, []).empty
 
 
 def test_saved_options_name_what_cannot_be_resumed(tmp_path):
