@@ -249,23 +249,33 @@ def per_class_scores(table: pd.DataFrame, title: str = "Precision, recall and F1
 
 
 def tta_gain_curve(curves: dict[str, np.ndarray], plain: dict[str, float], images: int, title: str):
-    """Accuracy of random TTA against the number of copies, one line per model with its 95%
-    interval band, plain accuracy dashed in the same colour; the legend (one entry per
-    model) stands beside the axes, so that it hides no line however many models there are."""
-    fig, ax = plt.subplots(figsize=(9, 4))
-    for k, (name, accuracy) in enumerate(curves.items()):
+    """Accuracy of random TTA against the number of copies: one small panel per model, on shared
+    axes so that the models compare across panels (nine curves on one axes could not be told
+    apart), each with its 95% interval band and its plain accuracy dashed."""
+    columns = min(len(curves), 4)
+    rows = -(-len(curves) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.9 * columns + 0.6, 2.3 * rows + 1.2), sharex=True,
+                             sharey=True, squeeze=False, layout="constrained")
+    for ax, (name, accuracy) in zip(axes.flat, curves.items()):
         accuracy = 100 * np.asarray(accuracy)
         copies = np.arange(1, len(accuracy) + 1)
         band = 100 * _binomial_halfwidth(accuracy / 100, images)
-        ax.plot(copies, accuracy, marker="o", markersize=3, color=f"C{k % 10}", label=name,
-                linestyle="-" if k < 10 else "-.")  # colours repeat after ten models; the line style then differs
-        ax.fill_between(copies, accuracy - band, accuracy + band, color=f"C{k % 10}", alpha=0.1)
-        ax.axhline(100 * plain[name], color=f"C{k % 10}", linestyle="--", linewidth=1)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel="augmented copies averaged (N)", ylabel="accuracy (%)", title=title)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), title_fontsize=8,
-              title=f"solid: random TTA\ndashed: plain\nbands: unpaired 95%\ninterval, {images:,} images\n"
-                    f"(paired gains: table)")
+        ax.plot(copies, accuracy, marker="o", markersize=3, label="random TTA")
+        ax.fill_between(copies, accuracy - band, accuracy + band, alpha=0.2, label="its 95% interval (unpaired)")
+        ax.axhline(100 * plain[name], color="black", linestyle="--", linewidth=1, label="plain")
+        ax.set_title(name, fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for index in range(len(curves), rows * columns):  # empty panels: the one above gets the x axis
+        axes.flat[index].set_visible(False)
+        axes.flat[index - columns].xaxis.set_tick_params(labelbottom=True)
+        axes.flat[index - columns].set_xlabel("copies averaged (N)")
+    for ax in axes[-1]:
+        ax.set_xlabel("copies averaged (N)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy (%)")
+    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=8,
+               title=f"{images:,} images; the paired gains are in the table", title_fontsize=8)
+    fig.suptitle(title)
     return fig
 
 

@@ -132,9 +132,14 @@ def test_tta_curve_has_integer_ticks_and_a_band_and_per_class_gain_has_error_bar
     fig = plots.tta_gain_curve({"m": [0.5, 0.52, 0.53]}, {"m": 0.5}, 400, title="TTA")
     ax = fig.axes[0]
     assert all(float(t).is_integer() for t in ax.get_xticks()) and len(ax.collections) == 1
-    names = [f"model {k}" for k in range(12)]  # more models than colours: the legend names each once
+    assert [line.get_ydata()[0] for line in ax.get_lines()][1] == 50.0  # plain, dashed
+    names = [f"model {k}" for k in range(10)]  # one panel each, on a grid of four columns
     fig = plots.tta_gain_curve({n: [0.5, 0.52] for n in names}, {n: 0.5 for n in names}, 400, title="TTA")
-    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == names
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in shown] == names and len(fig.axes) == 12
+    assert fig.axes[7].get_xlabel() == "copies averaged (N)"  # above an empty panel: it has the x axis
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["random TTA", "its 95% interval (unpaired)",
+                                                                  "plain"]
     gains = pd.DataFrame({("random TTA", "gain"): [0.02, -0.01], ("random TTA", "low"): [0.0, -0.03],
                           ("random TTA", "high"): [0.04, 0.01]}, index=["angry", "fear"])
     ax = plots.per_class_gain(gains, title="Gain").axes[0]
