@@ -292,7 +292,8 @@ def _results(run: Run) -> list[str]:
         lines += ["### Models against each other", "",
                   "Accuracy of the first model minus the second's on the same images, with a paired bootstrap "
                   "95% interval: an interval that excludes zero is a difference beyond the test set's sampling "
-                  "noise (not beyond seed-to-seed variation, which single runs cannot measure).", ""]
+                  "noise (not beyond seed-to-seed variation, which single runs cannot measure). Among many "
+                  "pairs, about one interval in twenty excludes zero by chance alone.", ""]
         pairs = {}
         for r in differences:
             pairs.setdefault((r["model"], r["minus"], r["usage"]), {})[r["variant"]] = _with_interval(

@@ -310,6 +310,17 @@ def paired_differences(studies: dict, usage: str) -> list[dict]:
     return rows
 
 
+def difference_table(comparisons: dict) -> pd.DataFrame:
+    """``{usage: paired_differences}`` as one row per pair of models and usage: each variant's
+    difference and its paired 95% interval, in points."""
+    table = {}
+    for r in (r for rows in comparisons.values() for r in rows):
+        row = table.setdefault((r["model"], r["minus"], r["usage"]), {})
+        row[r["variant"]] = round(100 * r["difference"], 2)
+        row[f"{r['variant']} 95% CI"] = [round(100 * v, 2) for v in r["difference_ci"]]
+    return pd.DataFrame.from_dict(table, orient="index").rename_axis(["model", "minus", "usage"])
+
+
 def model_difference(labels, base_proba, proba, *, model: str, seed: int = 0) -> dict:
     """``proba``'s model minus ``model`` (whose probabilities are ``base_proba``) on the same
     images: the paired accuracy ``gain`` with its ``gain_ci`` and the ``recall_gain`` per class."""

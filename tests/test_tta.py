@@ -7,6 +7,7 @@ from fer_utils.data import load_dataset
 from fer_utils.prepare import prepare
 from fer_utils.scoring import (
     VARIANTS,
+    difference_table,
     paired_differences,
     per_class_gain,
     study_scores,
@@ -142,3 +143,9 @@ def test_paired_differences_compare_models_on_the_same_images(model):
     plain_b = (worse["proba"]["plain"].argmax(1) == labels).mean()
     assert rows[0]["difference"] == pytest.approx(plain_a - plain_b)
     assert rows[0]["difference_ci"][0] <= rows[0]["difference"] <= rows[0]["difference_ci"][1]
+    table = difference_table({"PublicTest": rows})
+    assert list(table.columns) == ["plain", "plain 95% CI", "tta_random", "tta_random 95% CI"]
+    assert table.index.tolist() == [("a", "b", "PublicTest")]
+    pair = table.loc[("a", "b", "PublicTest")]
+    assert pair["plain"] == round(100 * rows[0]["difference"], 2)
+    assert pair["tta_random 95% CI"] == [round(100 * v, 2) for v in rows[1]["difference_ci"]]
