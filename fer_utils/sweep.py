@@ -38,7 +38,8 @@ def lr_batch_sweep(prepared: Prepared, base: TrainConfig, learning_rates, batch_
     read the runs it matches instead of training (one still training or interrupted, whose
     ``train_state.json`` says ``running``, is left out).
 
-    Returns one row per run: learning_rate, batch_size, best val_accuracy, seconds, epochs.
+    Returns one row per run, largest learning rate first, then smallest batch: learning_rate,
+    batch_size, best val_accuracy, seconds, epochs.
     """
     if trained:
         folders = sorted(Path(p) for p in glob.glob(os.path.normpath(Path(run_dir) / trained)))
@@ -52,7 +53,8 @@ def lr_batch_sweep(prepared: Prepared, base: TrainConfig, learning_rates, batch_
             for batch_size in batch_sizes:
                 folders.append(Path(run_dir) / SWEEP_DIR / f"lr{lr:g}-bs{batch_size}")
                 train(prepared, replace(base, learning_rate=lr, batch_size=batch_size), folders[-1])
-    return pd.DataFrame([_cell(folder) for folder in folders])
+    grid = pd.DataFrame([_cell(folder) for folder in folders])
+    return grid.sort_values(["learning_rate", "batch_size"], ascending=[False, True], ignore_index=True)
 
 
 def _cell(run: Path) -> dict:
