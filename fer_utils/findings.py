@@ -61,7 +61,9 @@ def _eda(run: Path, metrics: dict) -> list[str]:
             f"({', '.join(f'{u} {n}' for u, n in data['blank'].items())}), dropped before training.",
             f"{duplicates['groups']:,} groups of exact duplicates ({duplicates['images']:,} images); "
             f"{duplicates['within'].get('Training', 0):,} Training images have a copy within Training, and "
-            f"{across:,} groups span Training and a test usage."]
+            f"{across:,} groups span Training and a test usage"
+            + (f"; in {duplicates['conflicting_labels']:,} groups the copies carry different labels (label noise)."
+               if duplicates.get("conflicting_labels") else ".")]
 
 
 def _preprocessing(run: Path, metrics: dict) -> list[str]:
@@ -71,8 +73,12 @@ def _preprocessing(run: Path, metrics: dict) -> list[str]:
     sizes, weights = prepared["split_sizes"], prepared["class_weights"]
     heavy, light = max(weights, key=weights.get), min(weights, key=weights.get)
     tests = ", ".join(f"{u} {n:,}" for u, n in prepared.get("test_usage_sizes", {}).items())
+    copies = prepared.get("val_copies_in_train", 0)
+    leak = ([f"{copies:,} validation images ({percent(copies / sizes['val'])}) have an exact copy in the train "
+             f"split (FER2013's duplicates): validation accuracy can overstate accuracy on unseen faces by up to "
+             f"{100 * copies / sizes['val']:.1f} points."] if copies else [])
     return [f"Splits after filtering: train {sizes.get('train', 0):,}, validation {sizes.get('val', 0):,}, "
-            f"test {sizes.get('test', 0):,} ({tests}).",
+            f"test {sizes.get('test', 0):,} ({tests}).", *leak,
             f"Class weights range from {weights[light]:.2f} ({light}) to {weights[heavy]:.2f} ({heavy})."]
 
 

@@ -15,7 +15,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from fer_utils import CLASSES, DataError
 from fer_utils.data import Dataset
-from fer_utils.quality import BLANK_MAX_STD, blank_mask, train_test_duplicates
+from fer_utils.quality import BLANK_MAX_STD, blank_mask, has_copy_in, train_test_duplicates
 from fer_utils.runs import PREPARED, write_json
 
 
@@ -145,7 +145,9 @@ def save_prepared(prepared: Prepared, run_dir) -> Path:
     meta = {"class_weights": {CLASSES[i]: w for i, w in prepared.class_weights.items()},
             "removed": prepared.removed, "synthetic": prepared.synthetic,
             "split_sizes": {s: int((prepared.split == s).sum()) for s in prepared.splits()},
-            "test_usage_sizes": {u: len(prepared.arrays("test", u)[1]) for u in prepared.test_usages()}}
+            "test_usage_sizes": {u: len(prepared.arrays("test", u)[1]) for u in prepared.test_usages()},
+            "val_copies_in_train": int(has_copy_in(prepared.images[prepared.split == "val"],
+                                                   prepared.images[prepared.split == "train"]).sum())}
     write_json(path.with_suffix(".json"), meta)
     return path
 

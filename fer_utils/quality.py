@@ -80,8 +80,9 @@ def duplicate_summary(dataset: Dataset, *, include_blank: bool = False,
 
     Blank images are all alike, so they are left out unless ``include_blank``. Returns
     ``{"groups": n, "images": n, "within": {usage: n}, "across": {"A/B": n}}`` where
-    ``within[u]`` counts images of ``u`` with an equal image of the same usage and
-    ``across["A/B"]`` counts groups holding images of both usages.
+    ``within[u]`` counts images of ``u`` with an equal image of the same usage,
+    ``across["A/B"]`` counts groups holding images of both usages and ``conflicting_labels``
+    the groups whose equal images carry different labels.
     """
     groups = _dataset_groups(dataset, include_blank, max_std)
     sizes = groups.groupby(["usage", "group"]).size()
@@ -90,15 +91,21 @@ def duplicate_summary(dataset: Dataset, *, include_blank: bool = False,
     within = {u: int(sizes.loc[u][sizes.loc[u] > 1].sum()) if u in sizes.index else 0 for u in usages}
     across = {f"{a}/{b}": int(sum({a, b} <= s for s in usage_sets))
               for i, a in enumerate(usages) for b in usages[i + 1:]}
+    labels = pd.Series(dataset.labels[groups["index"]]).groupby(groups["group"].to_numpy()).nunique()
     return {"groups": int(groups["group"].nunique()), "images": len(groups),
-            "within": within, "across": across}
+            "within": within, "across": across, "conflicting_labels": int((labels > 1).sum())}
+
+
+def has_copy_in(images: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Mask of ``images`` whose exact pixels appear among ``others``."""
+    digests = set(image_digests(others))
+    return np.array([digest in digests for digest in image_digests(images)], bool)
 
 
 def train_test_duplicates(dataset: Dataset, max_std: float = BLANK_MAX_STD) -> np.ndarray:
     """Mask of non-blank Training images whose exact pixels also appear in a test usage."""
     candidates = ~blank_mask(dataset.images, max_std)
-    test_digests = set(image_digests(dataset.images[candidates & (dataset.usages != "Training")]))
     training = np.flatnonzero(candidates & (dataset.usages == "Training"))
     mask = np.zeros(len(dataset), bool)
-    mask[training] = [digest in test_digests for digest in image_digests(dataset.images[training])]
+    mask[training] = has_copy_in(dataset.images[training], dataset.images[candidates & (dataset.usages != "Training")])
     return mask

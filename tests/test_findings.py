@@ -15,11 +15,13 @@ def make_run(run):
               "PublicTest": {**dict.fromkeys(CLASSES, 20), "total": 140}}
     update_metrics(run, "data", {"counts": counts, "blank": {"Training": 3, "PublicTest": 1},
                                  "duplicates": {"groups": 5, "images": 11, "within": {"Training": 6},
-                                                "across": {"Training/PublicTest": 2, "PublicTest/PrivateTest": 1}}})
+                                                "across": {"Training/PublicTest": 2, "PublicTest/PrivateTest": 1},
+                                                "conflicting_labels": 2}})
     (run / "data").mkdir()
     write_json(run / "data" / "prepared.json", {
         "class_weights": {**dict.fromkeys(CLASSES, 1.0), "happy": 0.25, "disgust": 4.0},
-        "split_sizes": {"train": 1077, "val": 270, "test": 139}, "test_usage_sizes": {"PublicTest": 139}})
+        "split_sizes": {"train": 1077, "val": 270, "test": 139}, "test_usage_sizes": {"PublicTest": 139},
+        "val_copies_in_train": 27})
     update_metrics(run, "model_costs", {"seed_cnn": {"trainable": 1_326_567, "MFLOPs per image": 151.2}})
     write_json(run / "sweep.json", {"model": "vgg_gap", "chosen": {"learning_rate": 0.001, "batch_size": 64},
                                     "grid": [{"val_accuracy": 0.3}, {"val_accuracy": 0.45}]})
@@ -47,8 +49,11 @@ def test_every_chapter_reads_its_numbers_from_the_run_folder(tmp_path):
         "Training's largest class, happy, has 16.0 times the images of its smallest, disgust (800 against 50).",
         "4 blank images (Training 3, PublicTest 1), dropped before training.",
         "5 groups of exact duplicates (11 images); 6 Training images have a copy within Training, and 2 groups "
-        "span Training and a test usage."]
+        "span Training and a test usage; in 2 groups the copies carry different labels (label noise)."]
     assert found["02"] == ["Splits after filtering: train 1,077, validation 270, test 139 (PublicTest 139).",
+                           "27 validation images (10.0%) have an exact copy in the train split (FER2013's "
+                           "duplicates): validation accuracy can overstate accuracy on unseen faces by up to 10.0 "
+                           "points.",
                            "Class weights range from 0.25 (happy) to 4.00 (disgust)."]
     assert found["03"] == ["`seed_cnn`: 1.33 M trainable parameters, 151 MFLOPs per image."]
     assert found["03b"] == ["2 cells of `vgg_gap`: validation accuracy from 30.0% to 45.0%; the best cell is "
@@ -103,7 +108,7 @@ def test_findings_markdown_is_a_list_under_a_heading(tmp_path):
     make_run(tmp_path)
     text = findings_markdown(tmp_path, "02")
     assert text.startswith("**Findings** (generated from this run's files)\n\n- Splits after filtering")
-    assert text.count("\n- ") == 2
+    assert text.count("\n- ") == 3
 
 
 def test_percentages_and_intervals_read_the_same_everywhere():

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -48,6 +49,12 @@ def test_save_and_load_round_trip(dataset, tmp_path):
     meta = json.loads((tmp_path / "data" / "prepared.json").read_text())
     assert meta["split_sizes"] == {"train": 108, "val": 28, "test": 62}
     assert meta["test_usage_sizes"] == {"PublicTest": 31, "PrivateTest": 31} and "disgust" in meta["class_weights"]
+    assert meta["val_copies_in_train"] == 0
+    train_images = prepared.arrays("train")[0]
+    copied = prepared.images.copy()
+    copied[np.flatnonzero(prepared.split == "val")[:2]] = train_images[:2]  # two validation images copy training ones
+    save_prepared(replace(prepared, images=copied), tmp_path)
+    assert json.loads((tmp_path / "data" / "prepared.json").read_text())["val_copies_in_train"] == 2
 
 
 def test_missing_split_and_missing_file_errors(dataset, tmp_path):

@@ -8,6 +8,7 @@ from fer_utils.quality import (
     duplicate_groups,
     duplicate_pairs,
     duplicate_summary,
+    has_copy_in,
     image_digests,
     train_test_duplicates,
 )
@@ -58,8 +59,17 @@ def test_duplicate_summary_within_and_across():
               ["Training", "Training", "Training", "PublicTest", "PrivateTest", "Training", "PublicTest"])
     summary = duplicate_summary(ds)
     assert summary == {"groups": 2, "images": 4, "within": {"Training": 2, "PublicTest": 0, "PrivateTest": 0},
-                       "across": {"Training/PublicTest": 1, "Training/PrivateTest": 0, "PublicTest/PrivateTest": 0}}
+                       "across": {"Training/PublicTest": 1, "Training/PrivateTest": 0, "PublicTest/PrivateTest": 0},
+                       "conflicting_labels": 0}
     assert duplicate_summary(ds, include_blank=True)["across"]["Training/PublicTest"] == 2
+    ds.labels[1] = 3  # the two copies of img(1) now disagree
+    assert duplicate_summary(ds)["conflicting_labels"] == 1
+
+
+def test_has_copy_in_marks_images_whose_pixels_appear_among_the_others():
+    images = np.stack([img(1), img(2), img(3)]).astype(np.uint8)
+    assert has_copy_in(images, np.stack([img(3), img(1)]).astype(np.uint8)).tolist() == [True, False, True]
+    assert has_copy_in(images, images[:0]).tolist() == [False, False, False]
 
 
 def test_train_test_duplicates_marks_training_copies_of_test_images():
