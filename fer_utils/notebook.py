@@ -1,16 +1,22 @@
-"""Small helpers shared by the notebooks' first cells."""
+"""Small helpers shared by the notebooks' first cells. Importing this module (the notebooks do
+it before any module that loads Keras) imports TensorFlow without its C++ start-up lines,
+which would otherwise fill the first cell's output of every notebook."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from fer_utils.cli import import_tensorflow_quietly
 from fer_utils.data import Dataset
+
+if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import_tensorflow_quietly()
 
 
 def setup() -> None:
-    """Quiet TensorFlow's C++ logs and set one figure style for every notebook."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Set one figure style for every notebook."""
     import matplotlib.pyplot as plt  # noqa: PLC0415
     plt.rcParams.update({"figure.dpi": 80, "axes.grid": False, "font.size": 9})
 
