@@ -126,12 +126,13 @@ def read_json(path, default=None):
     return json.loads(path.read_text()) if path.exists() else default
 
 
-def update_metrics(run_dir, key: str, value) -> Path:
-    """Set ``key`` of the run's ``metrics.json`` to ``value`` (other keys kept)."""
+def update_metrics(run_dir, key: str, value) -> None:
+    """Set ``key`` of the run's ``metrics.json`` to ``value`` (other keys kept); returns nothing,
+    so that a notebook cell ending with it shows no output."""
     path = Path(run_dir) / METRICS
     metrics = read_json(path, {})
     metrics[key] = value
-    return write_json(path, metrics)
+    write_json(path, metrics)
 
 
 class RunExistsError(FileExistsError):

@@ -41,7 +41,7 @@ def make_run(run, synthetic):
 
 
 def test_update_metrics_keeps_other_keys(tmp_path):
-    update_metrics(tmp_path, "a", 1)
+    assert update_metrics(tmp_path, "a", 1) is None  # a notebook cell ending with it shows nothing
     update_metrics(tmp_path, "b", {"c": 2})
     assert json.loads((tmp_path / "metrics.json").read_text()) == {"a": 1, "b": {"c": 2}}
 
