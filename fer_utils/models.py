@@ -150,14 +150,18 @@ def flops_per_image(model: keras.Model) -> int:
     return int(total)
 
 
-def cost_table(names) -> pd.DataFrame:
+def cost_table(names, variants: dict | None = None) -> pd.DataFrame:
     """Input shape, trainable and non-trainable parameters, and MFLOPs for one 48x48 image,
-    one row per registry model of ``names``."""
+    one row per registry model of ``names`` (its default options), then one per configured
+    network of ``variants`` (``{label: {"model": registry name, **builder options}}``)."""
     rows = []
-    for name in names:
-        model = build_model(name)
+    configured = [(name, name, {}) for name in names]
+    configured += [(label, v["model"], {k: o for k, o in v.items() if k != "model"})
+                   for label, v in (variants or {}).items()]
+    for label, name, options in configured:
+        model = build_model(name, **options)
         trainable, frozen = parameter_counts(model)
-        rows.append({"model": name, "input": str(model.input_shape[1:]), "trainable": trainable,
+        rows.append({"model": label, "input": str(model.input_shape[1:]), "trainable": trainable,
                      "non-trainable": frozen, "MFLOPs per image": round(flops_per_image(model) / 1e6, 1)})
     return pd.DataFrame(rows).set_index("model")
 

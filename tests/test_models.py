@@ -106,6 +106,12 @@ def test_cost_table_lists_parameters_and_compute_per_model():
     assert table.loc["seed_cnn", "trainable"] == 1_326_567 and table.loc["seed_cnn", "non-trainable"] == 2_176
     assert table.loc["seed_cnn", "input"] == "(48, 48, 3)" and table.loc["vgg_gap", "input"] == "(48, 48, 1)"
     assert table.loc["seed_cnn", "MFLOPs per image"] > table.loc["vgg_gap", "MFLOPs per image"] > 0
+    wide = {"model": "vgg_gap", "widths": [64, 128, 256, 512], "convs": [1, 2, 2, 2]}
+    table = cost_table(["vgg_gap"], {"vgg-wide": wide})
+    assert list(table.index) == ["vgg_gap", "vgg-wide"]
+    built = build_model("vgg_gap", widths=[64, 128, 256, 512], convs=[1, 2, 2, 2])
+    assert table.loc["vgg-wide", "trainable"] == parameter_counts(built)[0]
+    assert table.loc["vgg-wide", "trainable"] > 3.5 * table.loc["vgg_gap", "trainable"]
 
 
 
