@@ -188,10 +188,11 @@ def learning_curves(history: pd.DataFrame, config: dict | None = None, title: st
     return fig
 
 
-def heatmap(table: pd.DataFrame, *, title: str, xlabel: str, ylabel: str, fmt: str = ".3f", cmap="viridis"):
-    """Annotated heatmap of a 2-D table."""
+def heatmap(table: pd.DataFrame, *, title: str, xlabel: str, ylabel: str, fmt: str = ".3f", cmap="viridis",
+            scale: str = ""):
+    """Annotated heatmap of a 2-D table; ``scale`` labels its colour bar."""
     fig, ax = plt.subplots(figsize=(1.2 * table.shape[1] + 3, 0.7 * table.shape[0] + 2))
-    sns.heatmap(table, annot=True, fmt=fmt, cmap=cmap, ax=ax)
+    sns.heatmap(table, annot=True, fmt=fmt, cmap=cmap, ax=ax, cbar_kws={"label": scale})
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     return fig
 
@@ -237,7 +238,8 @@ def confusion_heatmap(confusion, *, normalized: bool, title: str):
     """Confusion matrix heatmap, true class as rows."""
     table = pd.DataFrame(confusion, index=CLASSES, columns=CLASSES)
     return heatmap(table, title=title, xlabel="predicted class", ylabel="true class",
-                   fmt=".2f" if normalized else "d", cmap="Blues")
+                   fmt=".2f" if normalized else "d", cmap="Blues",
+                   scale="share of the true class" if normalized else "images")
 
 
 def per_class_scores(table: pd.DataFrame, title: str = "Precision, recall and F1 per class"):

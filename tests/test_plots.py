@@ -198,6 +198,7 @@ def test_confusion_heatmap_annotates_counts_as_whole_numbers_and_rates_with_two_
     rates = counts / counts.sum(axis=1, keepdims=True)
     ax = plots.confusion_heatmap(rates, normalized=True, title="r").axes[0]
     assert ax.texts[1].get_text() == f"{rates[0, 1]:.2f}" and ax.get_ylabel() == "true class"
+    assert ax.figure.axes[1].get_ylabel() == "share of the true class"  # the colour bar
 
 
 def test_class_weight_bars_and_per_class_scores_plot_the_values_given():
