@@ -29,7 +29,8 @@ def main(argv=None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)  # search for accelerators
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if args.tf_log else "2")
     tensorflow_backend = os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow"
-    if args.handler in (cmd_train, cmd_evaluate, cmd_predict, cmd_export) and tensorflow_backend and not args.tf_log:
+    if (args.handler in (cmd_train, cmd_evaluate, cmd_predict, cmd_export, cmd_long_runs) and tensorflow_backend
+            and not args.tf_log):
         import_tensorflow_quietly()
     from fer_utils.pipeline import PipelineError  # noqa: PLC0415 (keeps --help fast)
     from fer_utils.runs import RunFinishedError  # noqa: PLC0415
