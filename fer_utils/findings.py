@@ -78,8 +78,8 @@ def _preprocessing(run: Path, metrics: dict) -> list[str]:
              f"split (FER2013's duplicates): validation accuracy can overstate accuracy on unseen faces by up to "
              f"{100 * copies / sizes['val']:.1f} points."] if copies else [])
     return [f"Splits after filtering: train {sizes.get('train', 0):,}, validation {sizes.get('val', 0):,}, "
-            f"test {sizes.get('test', 0):,} ({tests}).", *leak,
-            f"Class weights range from {weights[light]:.2f} ({light}) to {weights[heavy]:.2f} ({heavy})."]
+            f"test {sizes.get('test', 0):,} ({tests}).",
+            f"Class weights range from {weights[light]:.2f} ({light}) to {weights[heavy]:.2f} ({heavy}).", *leak]
 
 
 def _models(run: Path, metrics: dict) -> list[str]:

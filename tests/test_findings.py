@@ -51,10 +51,10 @@ def test_every_chapter_reads_its_numbers_from_the_run_folder(tmp_path):
         "5 groups of exact duplicates (11 images); 6 Training images have a copy within Training, and 2 groups "
         "span Training and a test usage; in 2 groups the copies carry different labels (label noise)."]
     assert found["02"] == ["Splits after filtering: train 1,077, validation 270, test 139 (PublicTest 139).",
+                           "Class weights range from 0.25 (happy) to 4.00 (disgust).",  # figure 02's reading
                            "27 validation images (10.0%) have an exact copy in the train split (FER2013's "
                            "duplicates): validation accuracy can overstate accuracy on unseen faces by up to 10.0 "
-                           "points.",
-                           "Class weights range from 0.25 (happy) to 4.00 (disgust)."]
+                           "points."]
     assert found["03"] == ["`seed_cnn`: 1.33 M trainable parameters, 151 MFLOPs per image."]
     assert found["03b"] == ["2 cells of `vgg_gap`: validation accuracy from 30.0% to 45.0%; the best cell is "
                             "learning rate 0.001 with batch 64."]
