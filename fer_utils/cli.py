@@ -29,8 +29,9 @@ def main(argv=None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)  # search for accelerators
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if args.tf_log else "2")
     tensorflow_backend = os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow"
-    if (args.handler in (cmd_train, cmd_evaluate, cmd_predict, cmd_export, cmd_long_runs) and tensorflow_backend
-            and not args.tf_log):
+    keras_commands = (cmd_train, cmd_evaluate, cmd_predict, cmd_export)
+    publishes = args.handler is cmd_long_runs and args.action == "status" and args.write  # bfloat16 exports
+    if (args.handler in keras_commands or publishes) and tensorflow_backend and not args.tf_log:
         import_tensorflow_quietly()
     from fer_utils.pipeline import PipelineError  # noqa: PLC0415 (keeps --help fast)
     from fer_utils.runs import RunFinishedError  # noqa: PLC0415

@@ -126,21 +126,26 @@ def load_dataset(source, *, skip_bad: bool = False, resize: bool = False,
     try:
         digest = source_hash(path)
         cache_file = cache_dir() / f"{digest[:24]}-v{CACHE_VERSION}-skip{int(skip_bad)}-resize{int(resize)}.npz"
-        if cache and cache_file.exists():
-            return _read_cache(cache_file, str(path), digest)
-        out = reader(path, skip_bad, resize)
+        dataset = _read_cache(cache_file, str(path), digest) if cache else None
+        if dataset is None:
+            dataset = _decode(path, reader(path, skip_bad, resize), digest)
+            if cache:
+                _write_cache(cache_file, dataset)
     except OSError as error:  # permissions, a file that vanished: name it
-        raise DataError(f"{error.filename or path}: cannot read ({error.strerror or error})") from None
-    for _, problem in out.skipped:
+        raise DataError(f"{error.filename or path}: cannot read ({error.strerror or error}); "
+                        f"check that it is readable") from None
+    for _, problem in dataset.skipped:  # from the cache too: every load says what it left out
         log.warning("skipped %s", problem)
-    if not out.labels:
-        raise DataError(f"{path}: no images could be loaded")
-    dataset = Dataset(np.stack(out.images).astype(np.uint8), np.asarray(out.labels, dtype=np.int64),
-                      np.asarray(out.usages), np.asarray(out.names), str(path), digest,
-                      out.skipped, out.synthetic)
-    if cache:
-        _write_cache(cache_file, dataset)
     return dataset
+
+
+def _decode(path: Path, out, digest: str) -> Dataset:
+    if not out.labels:
+        for _, problem in out.skipped:
+            log.warning("skipped %s", problem)
+        raise DataError(f"{path}: no images could be loaded")
+    return Dataset(np.stack(out.images).astype(np.uint8), np.asarray(out.labels, dtype=np.int64),
+                   np.asarray(out.usages), np.asarray(out.names), str(path), digest, out.skipped, out.synthetic)
 
 
 def cache_dir() -> Path:
@@ -369,8 +374,16 @@ def _write_cache(cache_file: Path, dataset: Dataset) -> None:
         log.warning("%s: cache not written (%s); set FER_REPORT_CACHE to a writable folder", cache_file, error)
 
 
-def _read_cache(cache_file: Path, source: str, digest: str) -> Dataset:
-    with np.load(cache_file) as data:
-        skipped = [tuple(item) for item in data["skipped"].tolist()]
-        return Dataset(data["images"], data["labels"], data["usages"], data["names"],
-                       source, digest, skipped, bool(data["synthetic"]))
+def _read_cache(cache_file: Path, source: str, digest: str) -> Dataset | None:
+    """The cached arrays, or None when there are none or they cannot be read (then decoded anew)."""
+    try:
+        with np.load(cache_file) as data:
+            skipped = [tuple(item) for item in data["skipped"].tolist()]
+            return Dataset(data["images"], data["labels"], data["usages"], data["names"],
+                           source, digest, skipped, bool(data["synthetic"]))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        log.warning("%s: cache not read (%s); decoding the source (delete the file, or set FER_REPORT_CACHE)",
+                    cache_file, error)
+        return None

@@ -77,6 +77,8 @@ def load_plan(path) -> Plan:
     root = project_root(path.parent)
     if not plan.get("runs"):
         raise OptionError(f"{path}: no runs planned (a 'runs' list is needed)")
+    if not plan.get("data"):
+        raise OptionError(f"{path}: no data entry; name the FER2013 .zip, folder or .csv the runs train on")
     known = ENTRY_KEYS | {f.name for f in dataclasses.fields(TrainConfig)}
     names = set()
     for number, entry in enumerate(plan["runs"], start=1):

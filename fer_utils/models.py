@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from keras import layers
 
-from fer_utils import CLASSES, IMAGE_SIZE
+from fer_utils import CLASSES, IMAGE_SIZE, OptionError
 
 #: Batch-norm momentum of the project's own models: 0.9 (Keras: 0.99) lets the moving
 #: statistics catch up within a few hundred steps, so short runs on small data evaluate well.
@@ -155,6 +155,10 @@ def cost_table(names, variants: dict | None = None) -> pd.DataFrame:
     one row per registry model of ``names`` (its default options), then one per configured
     network of ``variants`` (``{label: {"model": registry name, **builder options}}``)."""
     rows = []
+    for label, variant in (variants or {}).items():
+        if "model" not in variant or label in names:
+            raise OptionError(f"model_variants: {label}: needs a 'model' (a registry name) and a label "
+                              f"of its own, not one of {', '.join(names)}")
     configured = [(name, name, {}) for name in names]
     configured += [(label, v["model"], {k: o for k, o in v.items() if k != "model"})
                    for label, v in (variants or {}).items()]

@@ -92,7 +92,8 @@ def by_validation(training: list[dict], other_split=frozenset()) -> list[str]:
 
 def other_split_models(run_dir, names) -> set[str]:
     """The models of a pipeline run trained with another seed than the run's (its manifest's
-    ``seed``), so validated on another split; none when the run's seed is not recorded."""
+    ``seed``), so validated on another split; none when the run's seed is not recorded. (Only
+    the seed is compared: the study's runs share its validation share and duplicate rule.)"""
     seed = read_json(Path(run_dir) / MANIFEST, {}).get("parameters", {}).get("seed")
     return {name for name in names
             if seed is not None and read_train_config(model_dir(run_dir, name)).get("seed", seed) != seed}

@@ -318,7 +318,8 @@ def difference_table(comparisons: dict) -> pd.DataFrame:
         row = table.setdefault((r["model"], r["minus"], r["usage"]), {})
         row[r["variant"]] = round(100 * r["difference"], 2)
         row[f"{r['variant']} 95% CI"] = [round(100 * v, 2) for v in r["difference_ci"]]
-    return pd.DataFrame.from_dict(table, orient="index").rename_axis(["model", "minus", "usage"])
+    index = pd.MultiIndex.from_tuples(list(table), names=["model", "minus", "usage"])
+    return pd.DataFrame(list(table.values()), index=index)
 
 
 def model_difference(labels, base_proba, proba, *, model: str, seed: int = 0) -> dict:

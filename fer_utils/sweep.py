@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from fer_utils import OptionError
 from fer_utils.prepare import Prepared
 from fer_utils.runs import (
     HISTORY,
@@ -48,6 +49,9 @@ def lr_batch_sweep(prepared: Prepared, base: TrainConfig, learning_rates, batch_
         if not folders:
             raise FileNotFoundError(f"{os.path.normpath(Path(run_dir) / trained)}: no finished sweep run matches")
     else:
+        if not (learning_rates and batch_sizes):
+            raise OptionError("learning_rates, batch_sizes: empty sweep grid; give at least one of each "
+                              "(or sweep_runs to read finished runs)")
         folders = []
         for lr in learning_rates:
             for batch_size in batch_sizes:

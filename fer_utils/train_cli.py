@@ -31,7 +31,8 @@ DATA_OPTIONS = {"val_fraction": 0.2, "drop_test_duplicates": False}
 
 def json_option(kind: type):
     """An argparse type: JSON text that must decode to ``kind`` (a list or a dict)."""
-    names = {list: "a JSON list", dict: "a JSON object", str: "a string"}
+    names = {list: "a JSON list", dict: "a JSON object", str: "a string", type(None): "null", bool: "true or false",
+             int: "a number", float: "a number"}
 
     def parse(text: str):
         try:

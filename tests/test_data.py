@@ -271,6 +271,23 @@ def test_a_cache_that_cannot_be_written_is_a_warning_not_a_failure(tmp_path, goo
                for r in caplog.records)
 
 
+def test_a_cached_load_logs_its_skipped_items_and_a_corrupt_cache_is_decoded_anew(tmp_path, good_files,
+                                                                                    monkeypatch, caplog):
+    monkeypatch.setenv("FER_REPORT_CACHE", str(tmp_path / "cache"))
+    write_zip(tmp_path / "data.zip", {**good_files, "train/happy/Training_9.png": b"not an image"})
+    load_dataset(tmp_path / "data.zip", skip_bad=True)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert len(load_dataset(tmp_path / "data.zip", skip_bad=True)) == 4  # from the cache
+    assert ["Training_9.png" in r.getMessage() for r in caplog.records] == [True]
+    (cached,) = (tmp_path / "cache").glob("*.npz")
+    cached.write_bytes(b"truncated")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert len(load_dataset(tmp_path / "data.zip", skip_bad=True)) == 4
+    assert any("cache not read" in r.getMessage() for r in caplog.records)
+
+
 def test_missing_and_unsupported_sources(tmp_path):
     with pytest.raises(DataError, match=r"nothing\.zip: no such file or directory"):
         load_dataset(tmp_path / "nothing.zip")

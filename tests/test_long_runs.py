@@ -66,6 +66,8 @@ def test_code_is_pinned_only_from_a_git_commit(tmp_path):
 def test_plan_entries_are_checked_by_name(repo):
     with pytest.raises(OptionError, match=r"plan\.yaml: no runs planned \(a 'runs' list is needed\)"):
         load_plan(write_plan(repo, []))
+    with pytest.raises(OptionError, match=r"plan\.yaml: no data entry; name the FER2013"):
+        load_plan(write_plan(repo, [{"name": "a"}], data=""))
     with pytest.raises(OptionError, match="run b: unknown option.s. colour"):
         load_plan(write_plan(repo, [{"name": "a"}, {"name": "b", "colour": "red"}]))
     with pytest.raises(OptionError, match="run 2 needs a unique name"):

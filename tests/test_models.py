@@ -2,6 +2,7 @@ import keras
 import numpy as np
 import pytest
 
+from fer_utils import OptionError
 from fer_utils.cli import main
 from fer_utils.models import MODELS, build_model, cost_table, flops_per_image, parameter_counts
 
@@ -112,6 +113,9 @@ def test_cost_table_lists_parameters_and_compute_per_model():
     built = build_model("vgg_gap", widths=[64, 128, 256, 512], convs=[1, 2, 2, 2])
     assert table.loc["vgg-wide", "trainable"] == parameter_counts(built)[0]
     assert table.loc["vgg-wide", "trainable"] > 3.5 * table.loc["vgg_gap", "trainable"]
+    for bad in ({"vgg_gap": wide}, {"wide": {"widths": [8]}}):
+        with pytest.raises(OptionError, match="model_variants: .*: needs a 'model'"):
+            cost_table(["vgg_gap"], bad)
 
 
 

@@ -108,6 +108,8 @@ def test_learning_curves_name_the_run_continued_and_tick_whole_epochs():
     fig.canvas.draw()
     ticks = [t for t in fig.axes[0].get_xticks() if 0.5 <= t <= 20.5]
     assert ticks and all(float(t).is_integer() for t in ticks)
+    bare = plots.learning_curves(history, {"epochs": 20, "init_from": "best.keras"}, title="t")
+    assert bare.get_suptitle().startswith("t (continues best.keras;")
     legend = fig.axes[0].get_legend().get_window_extent()
     assert legend.y1 < fig.axes[0].get_window_extent().y0  # below the axes, hiding no epoch
 

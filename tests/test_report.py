@@ -118,6 +118,10 @@ def test_the_abstract_names_the_analysed_model_when_it_is_not_the_best_by_valida
         (tmp_path / "models" / name).mkdir(parents=True, exist_ok=True)
         write_json(tmp_path / "models" / name / "train_config.json", {"seed": seed})
     assert "The model with the best validation accuracy, `vgg_gap`," in " ".join(_abstract(Run(tmp_path)))
+    write_json(tmp_path / "models" / "all" / "train_config.json", {"seed": 1})
+    write_json(tmp_path / "manifest.json", {**manifest, "parameters": {"seed": 0}})
+    assert ("The model with the best validation accuracy on the study's split, `vgg_gap`,"
+            in " ".join(_abstract(Run(tmp_path))))
     write_json(tmp_path / "models" / "vgg_gap" / "train_config.json", {"seed": 1})
     write_json(tmp_path / "manifest.json", {**manifest, "parameters": {"seed": 0}})
     assert "best validation accuracy" not in " ".join(_abstract(Run(tmp_path)))  # not on the study's split

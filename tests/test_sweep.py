@@ -3,6 +3,7 @@ import json
 import pandas as pd
 import pytest
 
+from fer_utils import OptionError
 from fer_utils.data import load_dataset
 from fer_utils.prepare import prepare
 from fer_utils.runs import SWEEP
@@ -43,6 +44,8 @@ def test_grid_choice_and_the_configs_it_hands_to_training(synthetic_zip, tmp_pat
     (tmp_path / "sweep" / "lr0.001-bs64" / "train_state.json").unlink()  # as sweeps before the state file
     still = lr_batch_sweep(prepared, base, [], [], tmp_path / "study", trained="../sweep/lr*-bs64")
     assert still["learning_rate"].tolist() == [1e-3]  # a cell still training is left out
+    with pytest.raises(OptionError, match="learning_rates, batch_sizes: empty sweep grid"):
+        lr_batch_sweep(prepared, base, [1e-3], [], tmp_path)
     with pytest.raises(FileNotFoundError, match=r"/nothing-\*: no finished sweep run matches"):
         lr_batch_sweep(prepared, base, [], [], tmp_path, trained="nothing-*")
 

@@ -149,3 +149,4 @@ def test_paired_differences_compare_models_on_the_same_images(model):
     pair = table.loc[("a", "b", "PublicTest")]
     assert pair["plain"] == round(100 * rows[0]["difference"], 2)
     assert pair["tta_random 95% CI"] == [round(100 * v, 2) for v in rows[1]["difference_ci"]]
+    assert difference_table({"PublicTest": []}).empty  # one trained model: nothing to compare
