@@ -86,7 +86,7 @@ def test_a_plan_that_is_not_valid_yaml_or_not_a_list_of_mappings_is_named(repo):
     path.write_text("- name: a\n")
     with pytest.raises(OptionError, match=r"plan\.yaml: expected a mapping of options, got a list"):
         load_plan(path)
-    path.write_text("runs:\n  - a\n")
+    path.write_text("data: d.zip\nruns:\n  - a\n")
     with pytest.raises(OptionError, match=r"plan\.yaml: run 1 is not a mapping of options \(got 'a'\)"):
         load_plan(path)
 
