@@ -128,21 +128,26 @@ def load_dataset(source, *, skip_bad: bool = False, resize: bool = False,
         cache_file = cache_dir() / f"{digest[:24]}-v{CACHE_VERSION}-skip{int(skip_bad)}-resize{int(resize)}.npz"
         dataset = _read_cache(cache_file, str(path), digest) if cache else None
         if dataset is None:
-            dataset = _decode(path, reader(path, skip_bad, resize), digest)
+            out = reader(path, skip_bad, resize)
+            _log_skipped(out.skipped)
+            dataset = _decode(path, out, digest)
             if cache:
                 _write_cache(cache_file, dataset)
+        else:
+            _log_skipped(dataset.skipped)  # a cached load says what it left out too
     except OSError as error:  # permissions, a file that vanished: name it
         raise DataError(f"{error.filename or path}: cannot read ({error.strerror or error}); "
                         f"check that it is readable") from None
-    for _, problem in dataset.skipped:  # from the cache too: every load says what it left out
-        log.warning("skipped %s", problem)
     return dataset
+
+
+def _log_skipped(skipped) -> None:
+    for _, problem in skipped:
+        log.warning("skipped %s", problem)
 
 
 def _decode(path: Path, out, digest: str) -> Dataset:
     if not out.labels:
-        for _, problem in out.skipped:
-            log.warning("skipped %s", problem)
         raise DataError(f"{path}: no images could be loaded")
     return Dataset(np.stack(out.images).astype(np.uint8), np.asarray(out.labels, dtype=np.int64),
                    np.asarray(out.usages), np.asarray(out.names), str(path), digest, out.skipped, out.synthetic)
