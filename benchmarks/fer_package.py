@@ -11,6 +11,13 @@ a small Keras wrapper resizes, rescales and reorders so that the project's evalu
 runs on it unchanged. Prints both, our accuracy minus theirs on the same images with a
 paired bootstrap 95% interval (plain, with either TTA, and each model with its more accurate
 TTA on these images: ``best_tta``), and images/s of plain inference.
+
+How that model was trained (its upstream trainer, oarriaga/face_classification,
+``src/train_emotion_classifier.py`` and ``src/utils/datasets.py``): Adam, up to 10,000 epochs,
+early stopping with patience 50 and the checkpoint kept, both on validation loss; the
+validation set is the last 20% of ``fer2013.csv``, not shuffled, i.e. exactly PublicTest +
+PrivateTest (rows 28,709 on). So its scores on PublicTest are of the images that chose its
+checkpoint: flattering, as the README says.
 """
 
 import argparse

@@ -379,7 +379,9 @@ def write_status(plan_file, out_dir, runs_dir=None) -> Path:
     about = "\n".join(f"- **{e['name']}**: {e.get('about', '')}" for e in plan.runs)
     exports = (f"Published as bfloat16 exports (float32 over {MAX_MODEL_BYTES / 1e6:.0f} MB): "
                f"{', '.join(exported)}.\n\n" if exported else "")
-    status.write_text(f"# Long runs: status\n\nPlan: `{Path(plan_file).name}`. Regenerate with "
+    shown = Path(plan_file).resolve()
+    shown = shown.relative_to(plan.root) if shown.is_relative_to(plan.root) else shown.name
+    status.write_text(f"# Long runs: status\n\nPlan: `{shown}`. Regenerate with "
                       f"`python -m fer_utils long-runs status --write {out_dir}`.\n\n"
                       + "\n".join(markdown_table(table.columns, table.values)) + f"\n\n{exports}{about}\n")
     return status

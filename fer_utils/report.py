@@ -64,8 +64,9 @@ FIGURES = {
     "06_confusion_counts": ("Confusion matrix in counts (rows: true class).", 1),
     "06_confusion_normalized": ("Confusion matrix normalised by true class: recall on the diagonal.", 0),
     "06_per_class_scores": ("Precision, recall and F1 of each class.", 0),
-    "06_beside": ("Recall per class of the analysed model minus that of the model beside it (the best other run "
-                  "of the seed CNN when there is one), on the same images (error bars: paired 95% intervals).", 3),
+    "06_beside": ("Recall per class of the analysed model minus that of the model beside it (the run of the seed "
+                  "CNN most accurate on the study's validation split, when there is one), on the same images "
+                  "(error bars: paired 95% intervals).", 3),
     "06_mistakes": ("The most confident mistakes, true -> predicted.",
                     "Read them as possible label noise where the face fits the predicted label better than "
                     "the given one."),
@@ -79,11 +80,13 @@ LIMITATIONS = [
     "FER2013's labels are noisy: one label per image from a web search, checked by hand; its authors report "
     "human accuracy near 65% (Goodfellow et al., 2013, arXiv 1307.0414).",
     "Training images with exact copies elsewhere in Training can fall on both sides of the train/validation "
-    "split, which flatters validation accuracy a little (counts in the data chapter).",
-    "Each model is one run with one seed: differences between models smaller than the intervals shown are "
-    "not findings.",
+    "split, which flatters validation accuracy by up to the share of validation images with such a copy "
+    "(counts in the data chapter).",
+    "A model is one run with one seed; where a recipe was run with several seeds, they show how far a seed "
+    "alone moves a result. Differences between models smaller than the intervals shown are not findings.",
     "The seed report's test set (its 7,066-image test folder) is not this study's (see the test usages scored "
-    "in the results); FER2013's PrivateTest is held out for the final `evaluate` score.",
+    "in the results); FER2013's PrivateTest half is kept out of every choice made here (`evaluate --usage "
+    "PrivateTest` scores it on a copy of the data that has it).",
 ]
 #: The SHA-256 of the FER2013 archive this project was built on (``../shared/data/fer2013.zip``),
 #: whose Training images carry :data:`ARCHIVE_LIMITATION`.
@@ -447,6 +450,8 @@ def _chapters(run: Run) -> list[str]:
         for figure in figures:
             key = next((k for k in FIGURES if figure.stem.startswith(k)), None)
             caption, spec = FIGURES.get(key, (figure.stem.replace("_", " "), ""))
+            if key and (part := figure.stem.removeprefix(key).lstrip("_")):  # one of several: say which
+                caption = f"{caption.removesuffix('.')}: {f'`{part}`' if spec == 'model' else part}."
             number += 1
             reading = _reading(figure.stem, spec, findings)
             lines += [f"![{caption}]({FIGURES_DIR}/{figure.name})", "",

@@ -236,7 +236,8 @@ def test_a_run_that_starts_from_another_waits_for_its_model(repo):
 
 def test_a_killed_run_is_published_as_the_table_states_it(repo):
     runs, published = repo / "runs", repo / "published"
-    path = write_plan(repo, [{"name": "a", **TINY}, {"name": "b", **TINY}])
+    (repo / "configs").mkdir()
+    path = write_plan(repo / "configs", [{"name": "a", **TINY}, {"name": "b", **TINY}])
     (published / "b").mkdir(parents=True)  # published earlier; its run folder is not on this machine
     (published / "b" / "train_state.json").write_text(json.dumps({"state": "completed", "epochs_done": 6}))
     (runs / "a").mkdir(parents=True)  # its process wrote this at the start and was killed
@@ -249,7 +250,8 @@ def test_a_killed_run_is_published_as_the_table_states_it(repo):
     assert (published / "a" / "figures" / "learning_curves.png").read_bytes() == b"png"
     assert json.loads((published / "a" / "train_state.json").read_text()) == {
         "state": "interrupted", "epochs_done": 2, "pid": 1}
-    assert "| a | interrupted | 2/6 | 0.4000 | 2 | <= 4 |" in (published / "status.md").read_text()
+    status = (published / "status.md").read_text()
+    assert "| a | interrupted | 2/6 | 0.4000 | 2 | <= 4 |" in status and "Plan: `configs/plan.yaml`." in status
     assert json.loads((runs / "a" / "train_state.json").read_text())["state"] == "running"  # the run's own file
     assert json.loads((published / "b" / "train_state.json").read_text())["state"] == "completed"
 

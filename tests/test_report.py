@@ -54,7 +54,8 @@ def test_report_has_every_section_tables_and_captioned_inline_figures(tmp_path):
     assert ("| vgg_gap | PublicTest | 100 | 60.00% [55.0, 65.0] | 62.00% [57.0, 67.0] | 61.50% [56.5, 66.5] "
             "| +2.00 [+0.5, +3.5] |") in text
     assert "`vgg_gap`, reaches 60.00% [55.0, 65.0] on PublicTest (100 images), 62.00% [57.0, 67.0]" in text
-    caption = "Loss and accuracy per epoch, train against validation (train only for a run on all of Training)."
+    caption = ("Loss and accuracy per epoch, train against validation (train only for a run on all of "
+               "Training): `vgg_gap`.")
     assert f"![{caption}](figures/04_learning_curves_vgg_gap.png)\n\n*Figure 2: {caption}*" in text
     assert text.index("### 01 · Exploratory") < text.index("### 04 · Training") < text.index("## Limitations")
 
