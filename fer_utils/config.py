@@ -3,7 +3,8 @@ them), and the YAML files that hold options (profiles, plans)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import contextlib
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import yaml
@@ -53,6 +54,8 @@ class TrainConfig:
     verbose: int = 2                  # Keras progress: 1 bar, 2 one line per epoch
 
     def __post_init__(self):
+        for option in fields(self):
+            setattr(self, option.name, typed(option.name, getattr(self, option.name), option.type))
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -81,6 +84,25 @@ class TrainConfig:
         if self.weight_decay >= 0:
             return self.weight_decay
         return 1e-4 if self.optimizer == "adamw" else 0.0
+
+
+#: The Python types each kind of option takes (numbers may come as text: YAML reads ``1e-3`` as
+#: text), and how errors describe them.
+KINDS = {"float": ((int, float, str), "a number"), "int": (int, "a whole number"), "bool": (bool, "true or false"),
+         "str": (str, "text"), "list": (list, "a list of model paths"), "dict": (dict, "a mapping")}
+
+
+def typed(name: str, value, kind: str):
+    """``value`` as option ``name`` of ``kind`` (a key of :data:`KINDS`) takes it, numbers as
+    floats where a float is meant; a value of another kind is a ValueError naming the option."""
+    types, words = KINDS[kind]
+    fits = isinstance(value, types) and (kind == "bool" or not isinstance(value, bool))
+    if fits and kind == "float":
+        with contextlib.suppress(ValueError):
+            return float(value)
+    elif fits and (kind != "list" or all(isinstance(item, str) for item in value)):
+        return value
+    raise ValueError(f"{name} must be {words}, got {value!r}")
 
 
 MONITORS = ("val_loss", "val_accuracy")

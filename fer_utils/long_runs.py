@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from fer_utils import DataError, OptionError
-from fer_utils.config import TrainConfig, contradictions, read_yaml
+from fer_utils.config import TrainConfig, contradictions, read_yaml, typed
 from fer_utils.report import markdown_table
 from fer_utils.runs import (
     FIGURES_DIR,
@@ -41,8 +41,9 @@ from fer_utils.runs import (
 
 PINS = ".pins.json"
 
-#: What a plan entry may set besides the TrainConfig fields.
-ENTRY_KEYS = {"name", "about", "publish_model", "val_fraction", "drop_test_duplicates"}
+#: What a plan entry may set besides the TrainConfig fields, with the kind of value each takes.
+ENTRY_KEYS = {"name": "str", "about": "str", "publish_model": "bool", "val_fraction": "float",
+              "drop_test_duplicates": "bool"}
 #: What a plan entry sets for the plan only, not for training: ``publish_model: false`` keeps a
 #: finished run's model out of the published folder (sweep cells: only their histories are read).
 PLAN_ONLY = ("name", "about", "publish_model")
@@ -79,22 +80,26 @@ def load_plan(path) -> Plan:
         raise OptionError(f"{path}: no runs planned (a 'runs' list is needed)")
     if not plan.get("data"):
         raise OptionError(f"{path}: no data entry; name the FER2013 .zip, folder or .csv the runs train on")
-    known = ENTRY_KEYS | {f.name for f in dataclasses.fields(TrainConfig)}
+    known = set(ENTRY_KEYS) | {f.name for f in dataclasses.fields(TrainConfig)}
     names = set()
     for number, entry in enumerate(plan["runs"], start=1):
         if not isinstance(entry, dict):
             raise OptionError(f"{path}: run {number} is not a mapping of options (got {entry!r})")
         name = entry.get("name")
-        if not name or "/" in str(name) or name in names:
+        if not isinstance(name, str) or not name or "/" in name or name in names:
             raise OptionError(f"{path}: run {number} needs a unique name without '/', got {name!r}")
         names.add(name)
         unknown = set(entry) - known
         if unknown:
             raise OptionError(f"{path}: run {name}: unknown option(s) {', '.join(sorted(unknown))}")
         try:
-            TrainConfig(**{k: v for k, v in entry.items() if k not in ENTRY_KEYS})
+            options = train_options(entry)
+            config = TrainConfig(**options)
+            entry.update({k: typed(k, v, ENTRY_KEYS[k]) for k, v in entry.items() if k in ENTRY_KEYS})
         except (TypeError, ValueError) as error:
             raise OptionError(f"{path}: run {name}: {error}") from None
+        # as the run will take them (YAML's text "1e-3" a number); the augmentation as written
+        entry.update({k: getattr(config, k) for k in options if k != "augmentation"})
     data = Path(plan.get("data", ""))
     return Plan(data if data.is_absolute() else (root / data).resolve(), plan["runs"], root)
 
@@ -137,18 +142,36 @@ def pinned_code(root: Path, runs_dir: Path, name: str) -> Path:
     if not (code / PINNED_COMMIT).exists():
         shutil.rmtree(code, ignore_errors=True)
         archive = subprocess.run(["git", "archive", "--format=tar", pins[name], *PINNED_PATHS], cwd=root,
-                                 capture_output=True, check=True).stdout
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+                                 capture_output=True)
+        if archive.returncode:
+            raise OptionError(f"{name}: cannot take the code of its pinned commit {pins[name][:12]} "
+                              f"({archive.stderr.decode(errors='replace').strip()}); fetch that commit, or "
+                              f"remove the run's line from {runs_dir / PINS} and its folder to start it anew")
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
             tar.extractall(code, filter="data")
         (code / PINNED_COMMIT).write_text(pins[name] + "\n")
     return code
 
 
+def train_options(entry: dict) -> dict:
+    """The :class:`TrainConfig` options a plan entry sets."""
+    return {k: v for k, v in entry.items() if k not in ENTRY_KEYS}
+
+
 def plan_differences(entry: dict, run_dir: Path) -> list[str]:
-    """Options of a started run that its plan entry now contradicts (a resume would refuse
-    them): change only ``epochs`` of a started run, or plan a new one."""
-    planned = TrainConfig(**{k: v for k, v in entry.items() if k not in ENTRY_KEYS})
-    return list(contradictions(read_json(run_dir / TRAIN_CONFIG, {}), dataclasses.asdict(planned)))
+    """Options set by a started run's plan entry that contradict those it started with (a
+    resume would refuse them): change only ``epochs`` of a started run, or plan a new one.
+    Options the entry leaves out, and augmentation options the run's code did not know, are
+    not compared: a default changed since then does not change the run."""
+    saved = read_json(run_dir / MANIFEST, {}).get("parameters") or read_json(run_dir / TRAIN_CONFIG, {})
+    options = train_options(entry)
+    planned = dataclasses.asdict(TrainConfig(**options))
+    given = {k: planned[k] for k in options} | {k: entry[k] for k in ("val_fraction", "drop_test_duplicates")
+                                                 if k in entry}
+    if "augmentation" in given:
+        given["augmentation"] = {k: v for k, v in given["augmentation"].items()
+                                 if k in saved.get("augmentation", given["augmentation"])}
+    return list(contradictions(saved, given))
 
 
 def run_state(run_dir: Path) -> str:
@@ -252,7 +275,12 @@ def run_plan(plan_file, runs_dir=None, log=print) -> int:
                     f"{', '.join(differ)}; restore them, or plan a new run")
                 failures += 1
                 continue
-            code = pinned_code(plan.root, runs_dir, entry["name"])
+            try:
+                code = pinned_code(plan.root, runs_dir, entry["name"])
+            except OptionError as error:
+                log(f"{error}; the run is skipped")
+                failures += 1
+                continue
             resume = ["--resume"] if (run_dir / MANIFEST).exists() else []
             command = [sys.executable, "-m", "fer_utils", "train", "--data", str(plan.data),
                        "--out", str(run_dir), *train_args(entry), *resume]
@@ -335,12 +363,12 @@ def status_table(plan_file, runs_dir=None):
         history = read_history(run_dir)
         done = len(history)
         state = run_state(run_dir)
-        differ = plan_differences(_resolved(entry, plan, runs_dir) or entry, run_dir)
-        if differ:
-            state += f" (plan differs: {', '.join(differ)})"
         seconds = float(history["seconds"].iloc[-1]) if done else 0.0
         per_epoch = seconds / done if done else float("nan")
         left = 0.0 if state in DONE else per_epoch * (planned - done)
+        differ = plan_differences(_resolved(entry, plan, runs_dir) or entry, run_dir)
+        if differ:
+            state += f" (plan differs: {', '.join(differ)})"
         rows.append({"run": entry["name"], "state": state, "epochs": f"{done}/{planned}",
                      "best val accuracy": f"{history['val_accuracy'].max():.4f}" if "val_accuracy" in history
                      else "-",

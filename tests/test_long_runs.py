@@ -63,6 +63,19 @@ def test_code_is_pinned_only_from_a_git_commit(tmp_path):
     assert not (tmp_path / "runs" / ".pins.json").exists()
 
 
+def test_a_pinned_commit_missing_from_the_clone_skips_its_run_and_says_how_to_go_on(repo):
+    runs = repo / "runs"
+    runs.mkdir()
+    (runs / ".pins.json").write_text(json.dumps({"a": "0" * 40}))
+    with pytest.raises(OptionError, match=r"a: cannot take the code of its pinned commit 000000000000 .*fatal.*; "
+                                          r"fetch that commit, or remove the run's line from .*\.pins\.json"):
+        pinned_code(repo, runs, "a")
+    logged = []
+    assert run_plan(write_plan(repo, [{"name": "a", **TINY}]), runs, log=logged.append) == 1
+    assert logged[-1].startswith("a: cannot take the code of its pinned commit") and logged[-1].endswith(
+        "; the run is skipped")
+
+
 def test_plan_entries_are_checked_by_name(repo):
     with pytest.raises(OptionError, match=r"plan\.yaml: no runs planned \(a 'runs' list is needed\)"):
         load_plan(write_plan(repo, []))
@@ -74,8 +87,31 @@ def test_plan_entries_are_checked_by_name(repo):
         load_plan(write_plan(repo, [{"name": "a"}, {"name": "a"}]))
     with pytest.raises(OptionError, match="run a: optimizer must be one of"):
         load_plan(write_plan(repo, [{"name": "a", "optimizer": "foo"}]))
+    with pytest.raises(OptionError, match="run 1 needs a unique name without '/', got 2024"):
+        load_plan(write_plan(repo, [{"name": 2024}]))
+    with pytest.raises(OptionError, match="run a: init_from must be text, got None"):
+        load_plan(write_plan(repo, [{"name": "a", "init_from": None}]))
+    with pytest.raises(OptionError, match="run a: val_fraction must be a number, got 'most'"):
+        load_plan(write_plan(repo, [{"name": "a", "val_fraction": "most"}]))
     plan = load_plan(write_plan(repo, [{"name": "a", **TINY}]))
     assert plan.root == repo and plan.data == repo / "data.zip" and plan.runs[0]["epochs"] == 6
+
+
+def test_a_started_run_is_compared_with_the_options_its_entry_sets(repo):
+    (repo / "plan.yaml").write_text("data: data.zip\nruns:\n  - {name: a, epochs: 6, learning_rate: 1e-3}\n")
+    entry = load_plan(repo / "plan.yaml").runs[0]
+    assert entry["learning_rate"] == 0.001  # YAML's text "1e-3", as the run saved it
+    run_dir = repo / "runs" / "a"
+    run_dir.mkdir(parents=True)
+    # started on older code: another default label smoothing, an augmentation without erasing
+    saved = {**dataclasses.asdict(TrainConfig(epochs=6, learning_rate=0.001, label_smoothing=0.3)),
+             "val_fraction": 0.2}
+    del saved["augmentation"]["erasing"]
+    (run_dir / "manifest.json").write_text(json.dumps({"kind": "train", "parameters": saved}))
+    assert plan_differences(entry, run_dir) == []
+    assert plan_differences({**entry, "augmentation": {"erasing": 0.0}}, run_dir) == []
+    assert plan_differences({**entry, "augmentation": {"flip": False}}, run_dir) == ["augmentation"]
+    assert plan_differences({**entry, "val_fraction": 0.0, "epochs": 9}, run_dir) == ["val_fraction"]
 
 
 def test_a_plan_that_is_not_valid_yaml_or_not_a_list_of_mappings_is_named(repo):
@@ -178,6 +214,17 @@ def test_plan_changes_to_a_started_run_are_named(tmp_path):
     assert plan_differences(entry, tmp_path) == [] and plan_differences(entry, tmp_path / "none") == []
     changed = {**entry, "epochs": 50, "learning_rate": 0.5, "seed": 3}
     assert plan_differences(changed, tmp_path) == ["learning_rate", "seed"]
+
+
+def test_a_finished_run_whose_entry_changed_has_no_minutes_left(repo):
+    run_dir = repo / "runs" / "a"
+    run_dir.mkdir(parents=True)
+    (run_dir / "train_state.json").write_text(json.dumps({"state": "early_stopped"}))
+    (run_dir / "train_config.json").write_text(json.dumps(dataclasses.asdict(TrainConfig(**TINY))))
+    pd.DataFrame({"epoch": [0, 1], "val_accuracy": [0.3, 0.4], "seconds": [60.0, 120.0]}).to_csv(
+        run_dir / "history.csv", index=False)
+    row = status_table(write_plan(repo, [{"name": "a", **TINY, "seed": 5}])).iloc[0]
+    assert (row["state"], row["minutes left"]) == ("early stopped (plan differs: seed)", "0")
 
 
 def test_the_plan_is_read_again_before_each_run_and_a_broken_plan_stops_the_runner(repo, monkeypatch):

@@ -133,6 +133,20 @@ def test_a_tf_distribute_strategy_is_refused_on_another_backend(monkeypatch):
         distribution_strategy("mirrored")
 
 
+def test_config_takes_values_of_each_option_s_kind_only():
+    config = TrainConfig(learning_rate="1e-3", weight_decay=0, epochs=3)  # YAML reads 1e-3 as text
+    assert config.learning_rate == 0.001 and isinstance(config.weight_decay, float) and config.epochs == 3
+    for options, message in [({"learning_rate": "fast"}, "learning_rate must be a number, got 'fast'"),
+                             ({"epochs": 2.5}, "epochs must be a whole number, got 2.5"),
+                             ({"nesterov": "yes"}, "nesterov must be true or false, got 'yes'"),
+                             ({"init_from": None}, "init_from must be text, got None"),
+                             ({"teachers": "a.keras", "distill": 0.5},
+                              "teachers must be a list of model paths, got 'a.keras'"),
+                             ({"augmentation": ["flip"]}, r"augmentation must be a mapping, got \['flip'\]")]:
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(**options)
+
+
 def test_config_rejects_unknown_choices():
     with pytest.raises(ValueError, match="optimizer must be one of adam, adamw, sgd, got 'rmsprop'"):
         TrainConfig(optimizer="rmsprop")
