@@ -355,6 +355,8 @@ def _parse_csv_row(row: dict, where: str):
         raise DataError(f"{where}: unknown Usage {usage!r} (expected one of {', '.join(USAGES)})")
     try:
         pixels = np.array(row["pixels"].split(), dtype=np.int64)
+    except OverflowError:  # beyond 64 bits
+        raise DataError(f"{where}: pixel values out of range 0-255") from None
     except ValueError:
         raise DataError(f"{where}: pixels must be integers separated by spaces") from None
     if pixels.size != IMAGE_SIZE * IMAGE_SIZE:

@@ -180,7 +180,7 @@ def run_state(run_dir: Path) -> str:
     state = read_json(run_dir / TRAIN_STATE, {}).get("state", "running")
     if state != "running":
         return state.replace("_", " ")
-    if lock_holder(run_dir):
+    if lock_holder(run_dir) is not None:
         return "running"
     return "interrupted" if run_dir.exists() else "not started"
 
@@ -335,7 +335,7 @@ def start_detached(plan_file, runs_dir=None) -> Path:
     runs_dir = plan.runs_dir(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     holder = lock_holder(runs_dir)
-    if holder:
+    if holder is not None:
         raise OptionError(f"{runs_dir}: the plan is already running (process {holder.get('pid')})")
     if not plan.data.exists():
         raise DataError(f"{plan.data}: no such file; the plan's data entry names it ({Path(plan_file).resolve()})")

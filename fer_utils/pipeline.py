@@ -110,6 +110,11 @@ def run_pipeline(data=None, out=None, *, profile: str = "smoke", force: bool = F
                 manifest("failed")
                 raise PipelineError(f"notebook {path.name} failed in cell {error.cell_index} "
                                     f"({error.ename}: {error.evalue}); executed copy: {output}") from None
+            except Exception as error:  # the kernel died (out of memory, killed) or could not start
+                status[path.name] = {"status": "failed"}
+                manifest("failed")
+                raise PipelineError(f"notebook {path.name} stopped ({type(error).__name__}: {error}); "
+                                    f"executed copy: {output}") from None
             status[path.name] = {"status": "ok", "seconds": round(time.perf_counter() - start, 1)}
             print(f"      done in {status[path.name]['seconds']} s", flush=True)
         manifest("complete")

@@ -10,8 +10,11 @@ import platform
 import shutil
 import socket
 import subprocess
+import time
 from importlib import metadata
 from pathlib import Path
+
+from fer_utils import DataError
 
 #: Packages whose versions every manifest records.
 TRACKED_PACKAGES = ("fer-report", "tensorflow-cpu", "tensorflow", "keras", "numpy", "pandas",
@@ -108,10 +111,13 @@ def beside_model(run_dir, name: str, architecture: str = "seed_cnn") -> str | No
 
 
 def save_atomically(path, write) -> Path:
-    """``write(tmp)`` then rename over ``path``: a kill never leaves a torn file behind."""
+    """``write(tmp)`` then rename over ``path``: a kill (or, flushed to disk first, a power
+    loss) never leaves a torn file behind."""
     path = Path(path)
     tmp = path.with_name(f".tmp-{path.name}")
     write(tmp)
+    with open(tmp, "rb") as written:
+        os.fsync(written.fileno())
     os.replace(tmp, path)
     return path
 
@@ -122,9 +128,15 @@ def write_json(path, value) -> Path:
 
 
 def read_json(path, default=None):
-    """A JSON file's content, or ``default`` when it does not exist."""
+    """A JSON file's content, or ``default`` when it does not exist; a named
+    :class:`fer_utils.DataError` when it is not valid JSON."""
     path = Path(path)
-    return json.loads(path.read_text()) if path.exists() else default
+    if not path.exists():
+        return default
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise DataError(f"{path}: not valid JSON ({error}); restore it from its run or from git") from None
 
 
 def update_metrics(run_dir, key: str, value) -> None:
@@ -149,6 +161,8 @@ class RunLockedError(FileExistsError):
 
 
 LOCK = "run.lock"
+#: Tries, 50 ms apart, to take a run folder's lock before a writer is refused.
+LOCK_TRIES = 20
 
 
 def lock_holder(run_dir) -> dict | None:
@@ -191,15 +205,23 @@ class RunLock:
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = self.path.open("a+")
+        for attempt in range(LOCK_TRIES):  # another process may be checking the lock a moment
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt + 1 == LOCK_TRIES:
+                    handle.close()
+                    raise _in_use(self.path.parent, lock_holder(self.path.parent) or {}) from None
+                time.sleep(0.05)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            handle.truncate(0)
+            handle.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                     "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}))
+            handle.flush()
+        except BaseException:
             handle.close()
-            raise _in_use(self.path.parent, lock_holder(self.path.parent) or {}) from None
-        handle.truncate(0)
-        handle.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                                 "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}))
-        handle.flush()
+            raise
         self.handle = handle
         return self
 
@@ -225,7 +247,7 @@ def claim_run_dir(run_dir, data_hash: str, *, force: bool = False, resume: bool 
         if not manifest.exists():
             raise RunExistsError(f"{run_dir}: is not empty and is not a run folder (no {MANIFEST}); "
                                  f"it is never replaced, choose another --out")
-        recorded = json.loads(manifest.read_text()).get("data", {}).get("sha256")
+        recorded = read_json(manifest).get("data", {}).get("sha256")
         if recorded != data_hash:
             raise RunExistsError(f"{run_dir}: holds a run of other data (sha256 {str(recorded)[:12]}...); "
                                  f"choose another --out")
@@ -234,11 +256,16 @@ def claim_run_dir(run_dir, data_hash: str, *, force: bool = False, resume: bool 
         if not force:
             raise RunExistsError(f"{run_dir}: already holds a run; pass --force to replace it"
                                  + (" or --resume to continue it" if resumable else ""))
-        kept = {name: (run_dir / name).read_bytes() for name in KEPT_ON_REPLACE if (run_dir / name).exists()}
-        shutil.rmtree(run_dir)
+        aside = run_dir.with_name(f".replaced-{run_dir.name}")  # a kill midway leaves the old run here
+        if aside.exists():
+            raise RunExistsError(f"{aside}: left by a replacement of {run_dir} that was stopped midway; "
+                                 f"keep what you need from it, delete it and run again")
+        run_dir.rename(aside)
         run_dir.mkdir(parents=True)
-        for name, content in kept.items():
-            (run_dir / name).write_bytes(content)
+        for name in KEPT_ON_REPLACE:
+            if (aside / name).exists():
+                shutil.copy2(aside / name, run_dir / name)
+        shutil.rmtree(aside)
     elif resume:
         raise FileNotFoundError(f"{run_dir}: no run to resume")
     run_dir.mkdir(parents=True, exist_ok=True)

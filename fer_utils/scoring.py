@@ -91,8 +91,13 @@ def score(labels, proba, *, usage: str = "", n_resamples: int = 1000, seed: int 
     labels, proba = np.asarray(labels), np.asarray(proba)
     if len(labels) == 0:
         raise ValueError("cannot score an empty set of images")
+    if len(labels) == 1:
+        raise ValueError(f"cannot score {usage or 'a set'} from 1 image: its intervals need two or more")
     if proba.shape != (len(labels), len(CLASSES)):
         raise ValueError(f"proba must have shape ({len(labels)}, {len(CLASSES)}), got {proba.shape}")
+    if not np.isfinite(proba).all():
+        raise ValueError(f"{usage or 'scores'}: {int((~np.isfinite(proba)).any(axis=1).sum())} image(s) with "
+                         f"probabilities that are not finite (NaN or inf): the model's weights may have diverged")
     predicted = proba.argmax(axis=1)
     precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=LABELS,
                                                                      zero_division=0)
@@ -209,8 +214,8 @@ def study_table(studies: dict) -> pd.DataFrame:
 
 def ensemble_studies(studies: dict, usages, members=None, *, seed: int = 0) -> dict:
     """``{usage: ensemble_study}`` of ``members`` (default: all) of ``{model: {usage: tta_study}}``;
-    empty when fewer than two models were trained (no ensemble to make)."""
-    if len(members or studies) < 2:
+    empty when no members are named and fewer than two models were trained (no ensemble to make)."""
+    if members is None and len(studies) < 2:
         return {}
     return {usage: ensemble_study(studies, usage, members, seed=seed) for usage in usages}
 

@@ -87,6 +87,8 @@ def test_csv_reads_labels_through_the_mapping(tmp_path):
     ((1, pixels(), "Validation"), "row 2 (line 3): unknown Usage 'Validation'"),
     ((1, "1 2 x", "Training"), "row 2 (line 3): pixels must be integers"),
     ((1, pixels(300), "Training"), "row 2 (line 3): pixel values out of range 0-255"),
+    ((1, "99999999999999999999 " * 2304, "Training"), "row 2 (line 3): pixel values out of range 0-255"),
+    ((99999999999999999999, pixels(), "Training"), "row 2 (line 3): emotion 99999999999999999999 out of range"),
 ])
 def test_bad_csv_rows_name_file_row_and_problem(tmp_path, row, problem):
     path = write_csv(tmp_path / "bad.csv", [(0, pixels(), "Training"), row])

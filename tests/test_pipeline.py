@@ -107,11 +107,11 @@ def test_a_run_is_not_replaced_by_another_data_source(smoke_run, synthetic_zip):
         run_pipeline(None, smoke_run, profile="smoke")
 
 
-def failing_notebook(folder):
+def failing_notebook(folder, failing_cell="raise ValueError('boom')"):
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell('data = None\nrun_dir = "."')
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("raise ValueError('boom')")]
+    nb.cells = [params, nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell(failing_cell)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     path = folder / "09_fails.ipynb"
     nbformat.write(nb, path)
@@ -124,6 +124,14 @@ def test_failure_names_the_notebook_and_cell(tmp_path, synthetic_zip):
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["status"] == "failed" and manifest["notebooks"]["09_fails.ipynb"]["status"] == "failed"
     assert (tmp_path / "run" / "notebooks" / "09_fails.ipynb").exists()
+
+
+def test_a_kernel_that_dies_is_named_and_recorded(tmp_path, synthetic_zip):
+    notebook = failing_notebook(tmp_path, "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")  # e.g. memory
+    with pytest.raises(PipelineError, match=r"notebook 09_fails\.ipynb stopped \(DeadKernelError: .*\); executed"):
+        run_pipeline(synthetic_zip, tmp_path / "run", notebooks=[notebook])
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["notebooks"]["09_fails.ipynb"]["status"] == "failed"
 
 
 def test_skip_bad_and_resize_reach_the_notebooks_that_load_the_data(tmp_path, synthetic_zip):

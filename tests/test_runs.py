@@ -1,13 +1,15 @@
+import fcntl
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
-from fer_utils import runs
+from fer_utils import DataError, long_runs, runs
 from fer_utils.runs import (
     RunExistsError,
     RunLock,
@@ -107,6 +109,51 @@ def test_lock_refuses_a_second_writer_and_is_released_on_exit(tmp_path):
     assert lock_holder(tmp_path) is None
     with RunLock(tmp_path):  # free again
         pass
+
+
+def test_a_lock_being_checked_does_not_refuse_its_writer(tmp_path):
+    (tmp_path / "run.lock").write_text("")
+    with (tmp_path / "run.lock").open() as probe:  # lock_holder's shared lock, held a moment by another process
+        fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        threading.Timer(0.2, probe.close).start()
+        with RunLock(tmp_path):
+            assert json.loads((tmp_path / "run.lock").read_text())["pid"] == os.getpid()
+
+
+def test_a_held_lock_whose_holder_is_not_yet_written_still_counts_as_held(tmp_path):
+    with (tmp_path / "run.lock").open("a+") as handle:  # RunLock between its flock and its write
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert lock_holder(tmp_path) == {}
+        assert long_runs.run_state(tmp_path) == "running"
+
+
+def test_a_lock_whose_holder_cannot_be_written_is_released(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs.json, "dumps", lambda value: 1 / 0)
+    with pytest.raises(ZeroDivisionError) as raised:  # its traceback keeps the frames alive
+        RunLock(tmp_path).__enter__()
+    monkeypatch.undo()
+    assert lock_holder(tmp_path) is None and raised.value
+
+
+def test_unreadable_json_names_its_file(tmp_path):
+    (tmp_path / "train_state.json").write_text("<<<<<<< HEAD\n")
+    with pytest.raises(DataError, match=r"train_state\.json: not valid JSON \(Expecting value: line 1"):
+        runs.read_json(tmp_path / "train_state.json")
+    assert runs.read_json(tmp_path / "none.json", {}) == {}
+
+
+def test_a_replacement_killed_midway_loses_nothing(tmp_path, monkeypatch):
+    make_run(tmp_path / "run", "a" * 64)
+    (tmp_path / "run" / "discussion.md").write_text("by hand")
+    monkeypatch.setattr(runs.Path, "mkdir", lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        claim_run_dir(tmp_path / "run", "a" * 64, force=True)
+    monkeypatch.undo()
+    kept = [p for p in tmp_path.rglob("discussion.md")]
+    assert [p.read_text() for p in kept] == ["by hand"] and len(list(tmp_path.rglob("result.txt"))) == 1
+    make_run(tmp_path / "run", "a" * 64)  # run again; the folder set aside is not deleted unread
+    with pytest.raises(RunExistsError, match=r"\.replaced-run: left by a replacement of .*run that was stopped"):
+        claim_run_dir(tmp_path / "run", "a" * 64, force=True)
 
 
 def test_lock_left_by_a_dead_process_is_taken_over(tmp_path):

@@ -55,6 +55,12 @@ def test_score_rejects_bad_shapes_and_empty_sets():
         score(np.array([0, 1, 2]), np.zeros((3, 6)))
     with pytest.raises(ValueError, match="empty set"):
         score(np.array([], int), np.zeros((0, 7)))
+    with pytest.raises(ValueError, match="cannot score PublicTest from 1 image: its intervals need two or more"):
+        score(np.array([0]), np.eye(7)[:1], usage="PublicTest")
+    broken = np.eye(7)[[0, 1, 2]]
+    broken[1, 3] = np.nan  # a model whose weights went NaN
+    with pytest.raises(ValueError, match=r"PublicTest: 1 image\(s\) with probabilities that are not finite"):
+        score(np.array([0, 1, 2]), broken, usage="PublicTest")
 
 
 def test_calibration_of_a_perfectly_calibrated_and_an_overconfident_model():
@@ -169,6 +175,8 @@ def test_ensemble_averages_member_probabilities_and_reports_its_gain_over_the_be
     assert table["gain over best member (points)"].iloc[1] == pytest.approx(100 * (expected["tta_random"] - 0.8))
     alone = ensemble_studies({"a": studies["a"]}, ["PublicTest"])
     assert alone == {} and ensemble_scores(alone) == {} and ensemble_table(alone).empty
+    with pytest.raises(ValueError, match="an ensemble needs at least two models; got a"):
+        ensemble_studies(studies, ["PublicTest"], ["a"])  # members named: one is a mistake, not "no ensemble"
 
 
 def test_model_difference_is_paired_on_the_same_images():
