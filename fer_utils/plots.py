@@ -12,7 +12,7 @@ import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
 from fer_utils import CLASSES
-from fer_utils.runs import FIGURES_DIR
+from fer_utils.runs import FIGURES_DIR, model_label
 
 FIGURE_DPI = 150
 
@@ -182,8 +182,7 @@ def learning_curves(history: pd.DataFrame, config: dict | None = None, title: st
     axes[1].axhline(1 / len(CLASSES), color="black", linestyle=":", label="chance (1/7)")
     for ax in axes:  # below the axes: inside, they hid the first epochs
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
-    start = Path(config.get("init_from", ""))
-    notes = [f"continues {start.parent.name or start.name}"] if config.get("init_from") else []
+    notes = [f"continues {model_label(config['init_from'])}"] if config.get("init_from") else []
     notes += [] if validated else ["no validation split: all of Training trained on"]
     fig.suptitle(f"{title} ({'; '.join(notes)})" if notes else title)
     return fig

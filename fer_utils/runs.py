@@ -110,6 +110,12 @@ def beside_model(run_dir, name: str, architecture: str = "seed_cnn") -> str | No
     return (same or others or [None])[0]
 
 
+def model_label(path) -> str:
+    """A saved model's short name: its run folder's for a run's ``model.keras``, else the file's."""
+    path = Path(path)
+    return path.parent.name if path.name == MODEL and path.parent.name else path.name
+
+
 def save_atomically(path, write) -> Path:
     """``write(tmp)`` then rename over ``path``: a kill (or, flushed to disk first, a power
     loss) never leaves a torn file behind."""

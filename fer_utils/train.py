@@ -35,6 +35,7 @@ from fer_utils.runs import (
     RunLock,
     claim_run_dir,
     model_dir,
+    model_label,
     model_path,
     read_history,
     read_json,
@@ -530,9 +531,13 @@ def summarize_runs(run_dir, names) -> pd.DataFrame:
 
 def config_table(run_dir, names) -> pd.DataFrame:
     """The options each named model of a pipeline run was trained with, here or in an adopted
-    run (its ``train_config.json``): one column per model (the augmentation, a dict, left out)."""
-    table = pd.DataFrame({name: read_train_config(model_dir(run_dir, name)) for name in names})
-    return table.drop(["augmentation"], errors="ignore")
+    run (its ``train_config.json``): one column per model (the augmentation, a dict, left out;
+    the models it learns from by :func:`~fer_utils.runs.model_label`)."""
+    configs = {name: read_train_config(model_dir(run_dir, name)) for name in names}
+    for config in configs.values():
+        config["init_from"] = model_label(config["init_from"]) if config.get("init_from") else ""
+        config["teachers"] = ", ".join(model_label(teacher) for teacher in config.get("teachers", []))
+    return pd.DataFrame(configs).drop(["augmentation"], errors="ignore")
 
 
 def saved_options(out) -> dict:

@@ -477,10 +477,14 @@ def test_summarize_runs_writes_training_json_and_config_table_has_a_column_per_m
     assert summary.loc["b", "best epoch"] == 1 and summary.loc["a", "best val_accuracy"] == 0.4
     assert json.loads((tmp_path / "training.json").read_text())[1] == {
         "model": "b", "best val_accuracy": 0.5, "best epoch": 1, "epochs": 2, "minutes": 2.0}
-    for name, config in (("a", TrainConfig(epochs=3)), ("b", TrainConfig(model="seed_cnn"))):
+    for name, config in (("a", TrainConfig(epochs=3, init_from="/x/runs/base/model.keras")),
+                         ("b", TrainConfig(model="seed_cnn", teachers=["/x/runs/t1/model.keras", "/y/t2.keras"],
+                                           distill=0.5))):
         (model_dir(tmp_path, name) / "train_config.json").write_text(json.dumps(dataclasses.asdict(config)))
     table = config_table(tmp_path, ["a", "b"])
     assert list(table.columns) == ["a", "b"] and table.loc["epochs", "a"] == 3 and "augmentation" not in table.index
+    assert table.loc["init_from", "a"] == "base" and table.loc["init_from", "b"] == ""  # runs by name, not path
+    assert table.loc["teachers", "b"] == "t1, t2.keras" and table.loc["teachers", "a"] == ""
     assert table.loc["model", "b"] == "seed_cnn" and config_table(tmp_path, []).empty
 
 
