@@ -373,7 +373,7 @@ def _write_cache(cache_file: Path, dataset: Dataset) -> None:
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         np.savez(tmp, images=dataset.images, labels=dataset.labels, usages=dataset.usages,
-                 names=dataset.names, skipped=skipped, synthetic=dataset.synthetic)
+                 names=dataset.names, skipped=skipped, synthetic=dataset.synthetic, source=dataset.source)
         os.replace(tmp, cache_file)
     except OSError as error:
         with contextlib.suppress(OSError):
@@ -382,10 +382,12 @@ def _write_cache(cache_file: Path, dataset: Dataset) -> None:
 
 
 def _read_cache(cache_file: Path, source: str, digest: str) -> Dataset | None:
-    """The cached arrays, or None when there are none or they cannot be read (then decoded anew)."""
+    """The cached arrays, or None when there are none or they cannot be read (then decoded anew).
+    Skipped items are named from ``source``, whichever copy of the same bytes wrote the cache."""
     try:
         with np.load(cache_file) as data:
-            skipped = [tuple(item) for item in data["skipped"].tolist()]
+            written_from = str(data["source"]) if "source" in data.files else source
+            skipped = [tuple(part.replace(written_from, source) for part in item) for item in data["skipped"].tolist()]
             return Dataset(data["images"], data["labels"], data["usages"], data["names"],
                            source, digest, skipped, bool(data["synthetic"]))
     except FileNotFoundError:

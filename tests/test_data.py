@@ -1,6 +1,7 @@
 import csv
 import io
 import logging
+import shutil
 import struct
 import zipfile
 
@@ -282,6 +283,10 @@ def test_a_cached_load_logs_its_skipped_items_and_a_corrupt_cache_is_decoded_ane
     with caplog.at_level(logging.WARNING):
         assert len(load_dataset(tmp_path / "data.zip", skip_bad=True)) == 4  # from the cache
     assert ["Training_9.png" in r.getMessage() for r in caplog.records] == [True]
+    moved = tmp_path / "moved" / "copy.zip"  # the same bytes elsewhere: the cache's skipped items name this copy
+    moved.parent.mkdir()
+    shutil.copy(tmp_path / "data.zip", moved)
+    assert load_dataset(moved, skip_bad=True).skipped[0][1].startswith(f"{moved}:train/happy/Training_9.png: ")
     (cached,) = (tmp_path / "cache").glob("*.npz")
     cached.write_bytes(b"truncated")
     caplog.clear()
