@@ -29,6 +29,8 @@ class TrainConfig:
     init_from: str = ""               # a saved model (same model and options) to start from; "": random
     teachers: list = field(default_factory=list)  # saved models whose mean probabilities soften the targets
     distill: float = 0.0              # weight of the teachers' probabilities in the targets, 0-1
+    distill_views: int = 0            # >0: that many stored augmented copies of each image, teachers and
+                                      # student on the same copy; 0: teachers on the clean image
     epochs: int = 20
     batch_size: int = 64
     optimizer: str = "adamw"          # adam | adamw | sgd
@@ -68,6 +70,8 @@ class TrainConfig:
             raise ValueError(f"distill {self.distill} needs teachers (saved models) to learn from")
         if self.teachers and not self.distill:
             raise ValueError("teachers need a distill weight above 0 (the share of their probabilities in the targets)")
+        if self.distill_views < 0 or (self.distill_views and not self.teachers):
+            raise ValueError(f"distill_views {self.distill_views} needs teachers (and cannot be negative)")
         unknown = set(self.augmentation) - set(SEED_AUGMENTATION)
         if unknown:
             raise ValueError(f"unknown augmentation option(s): {', '.join(sorted(unknown))}")

@@ -46,8 +46,11 @@ from fer_utils.runs import (
     write_json,
     write_manifest,
 )
+from fer_utils.tta import augmented_copy, copy_seed
 
 BACKUP = "backup"
+#: The distillation targets of a run with teachers, computed once (``(n, 7)`` or ``(views, n, 7)``).
+TEACHER_TARGETS = "teacher_targets.npy"
 #: Final states (``train_state.json``); ``time_budget`` runs can be resumed, the others are done.
 FINISHED = {"completed": "its planned epochs are done", "early_stopped": "early stopping ended it"}
 
@@ -100,6 +103,9 @@ class Batches(keras.utils.PyDataset):
     ``first_epoch + i // steps`` and comes from that epoch's permutation
     (:func:`epoch_orders`): a pure function of ``i``, so read-ahead cannot mix epochs and
     a resumed run sees what an uninterrupted one would.
+
+    Stored views (:func:`consistent_views`): ``images`` ``(views, n, 48, 48)`` and ``targets``
+    ``(views, n, 7)``; each epoch draws one view of each image (seeded by the epoch too).
     """
 
     def __init__(self, images, labels, *, batch_size: int, weights=None, seed=None, first_epoch: int = 0,
@@ -109,8 +115,9 @@ class Batches(keras.utils.PyDataset):
         self.targets = [one_hot(labels) if targets is None else targets]
         if weights is not None:
             self.targets.append(np.array([weights[i] for i in range(len(CLASSES))], np.float32)[labels])
-        self.steps = -(-len(images) // batch_size)
-        self._epoch, self._order = None, np.arange(len(images))
+        self.n = len(labels)
+        self.steps = -(-self.n // batch_size)
+        self._epoch, self._order, self._view = None, np.arange(self.n), np.zeros(self.n, int)
 
     @property
     def num_batches(self):
@@ -120,9 +127,13 @@ class Batches(keras.utils.PyDataset):
         epoch, step = divmod(index, self.steps)
         if self.seed is not None and epoch + self.first_epoch != self._epoch:
             self._epoch = epoch + self.first_epoch
-            self._order = epoch_orders(len(self.images), self.seed, self._epoch, self._epoch + 1)[0]
+            self._order = epoch_orders(self.n, self.seed, self._epoch, self._epoch + 1)[0]
+            if self.images.ndim == 4:
+                self._view = np.random.default_rng([self.seed, self._epoch, 1]).integers(len(self.images), size=self.n)
         take = self._order[step * self.batch_size:(step + 1) * self.batch_size]
-        return (self.images[take][..., None].astype(np.float32), *(t[take] for t in self.targets))
+        pick = (self._view[take], take) if self.images.ndim == 4 else take
+        return (self.images[pick][..., None].astype(np.float32),
+                *(t[pick] if t.ndim == self.images.ndim - 1 else t[take] for t in self.targets))
 
 
 def one_hot(labels: np.ndarray) -> np.ndarray:
@@ -137,11 +148,36 @@ def soft_targets(labels: np.ndarray, teacher_probabilities: list, distill: float
 
 
 def teacher_probabilities(paths, images: np.ndarray) -> list[np.ndarray]:
-    """Each saved teacher model's class probabilities for ``images`` (not augmented)."""
+    """Each saved teacher model's class probabilities for ``images``: ``(n, 7)`` for
+    ``(n, 48, 48)`` images, ``(views, n, 7)`` for stored views ``(views, n, 48, 48)``."""
     from fer_utils.inference import predict_proba  # noqa: PLC0415
     from fer_utils.predict import load_model  # noqa: PLC0415 (named errors for unusable model files)
 
-    return [predict_proba(load_model(path), images) for path in paths]
+    views = images if images.ndim == 4 else images[None]
+    probabilities = [np.stack([predict_proba(teacher, view) for view in views])
+                     for teacher in map(load_model, paths)]
+    return probabilities if images.ndim == 4 else [p[0] for p in probabilities]
+
+
+def consistent_views(images: np.ndarray, config: TrainConfig) -> np.ndarray:
+    """``(config.distill_views, n, 48, 48)`` uint8: copies of ``images`` under the run's
+    augmentation, copy k seeded by ``(config.seed, k)``, for the teachers to label and the
+    student to train on (consistent distillation, Beyer et al. 2022: teacher and student
+    see the same view); the same on every call, so a resumed run trains on the same views."""
+    return np.stack([np.clip(np.rint(augmented_copy(images, copy_seed(config.seed, k), **config.augmentation)),
+                             0, 255).astype(np.uint8) for k in range(config.distill_views)])
+
+
+def distillation_targets(images: np.ndarray, labels: np.ndarray, config: TrainConfig, out: Path) -> np.ndarray:
+    """:func:`soft_targets` of the teachers for ``images`` (stored views or clean images),
+    computed once per run and kept in ``out`` (a resume reads them back; its teachers are
+    checked unchanged)."""
+    path = out / TEACHER_TARGETS
+    if path.exists():
+        return np.load(path)
+    targets = soft_targets(labels, teacher_probabilities(config.teachers, images), config.distill)
+    save_atomically(path, lambda tmp: np.save(tmp, targets))
+    return targets
 
 
 def training_model(model: keras.Model, augmentation=None, channels: int = 1) -> keras.Model:
@@ -446,7 +482,8 @@ def _fit(prepared: Prepared, config: TrainConfig, out: Path, augmentation) -> ke
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         model = build_model(config.model, **config.model_options)
-        trainer = training_model(model, augmentation, DEFAULT_CHANNELS[config.model])
+        trainer = training_model(model, None if config.distill_views else augmentation,  # views: augmented
+                                 DEFAULT_CHANNELS[config.model])
         trainer.compile(optimizer=build_optimizer(config, steps),
                         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
                         metrics=["accuracy"])
@@ -461,8 +498,9 @@ def _fit(prepared: Prepared, config: TrainConfig, out: Path, augmentation) -> ke
     spent = checkpoint.restored.get("EpochTimer", {}).get("seconds", 0.0)
     out_of_time = bool(config.time_budget and done and spent * (done + 1) / done > config.time_budget * 60)
     if done < config.epochs and not stopped_early and not out_of_time:
-        targets = (soft_targets(y_train, teacher_probabilities(config.teachers, x_train), config.distill)
-                   if config.teachers else None)
+        if config.distill_views:
+            x_train = consistent_views(x_train, config)
+        targets = distillation_targets(x_train, y_train, config, out) if config.teachers else None
         train_batches = Batches(x_train, y_train, batch_size=config.batch_size, seed=config.seed, first_epoch=done,
                                 weights=prepared.class_weights if config.class_weighted else None, targets=targets)
         trainer.fit(train_batches, validation_data=validation, epochs=config.epochs,

@@ -18,6 +18,9 @@ HELP = {"model": "seed_cnn, vgg_gap, vgg_lean or res_gap (notebook 03 shows each
         "precision": "auto: bf16 on an accelerator or a bf16 CPU; ",
         "init_from": "a .keras model of the same model and options whose weights training starts from; ",
         "distill": "share of the --teachers' mean probabilities in the training targets, 0-1; ",
+        "distill_views": "with --teachers: train on this many stored augmented copies of each image, which the "
+                         "teachers label (teacher and student see the same view); 0: teachers label the clean "
+                         "image; ",
         "momentum": "sgd only; ", "nesterov": "sgd only; ", "warmup_epochs": "cosine only; ",
         "plateau_monitor": "plateau only; ", "plateau_factor": "plateau only: the rate is multiplied by it; ",
         "plateau_patience": "plateau only, in epochs; ", "plateau_min_lr": "plateau only; ",

@@ -33,6 +33,18 @@ def copy_seed(seed: int, copy: int) -> int:
     return int(np.random.SeedSequence([seed, copy]).generate_state(1)[0])
 
 
+def augmented_copy(images: np.ndarray, seed: int, batch_size: int = 256, **options) -> np.ndarray:
+    """One randomly augmented copy of (N, 48, 48) images as float32, from the augmentation
+    (``options`` as in :func:`~fer_utils.augment.build_augmentation`) seeded ``seed`` and run
+    over batches of ``batch_size`` images, so the same arguments give the same copy."""
+    augmentation = build_augmentation(seed, **options)
+    if augmentation is None:
+        return images.astype(np.float32)
+    return np.concatenate([np.asarray(augmentation(images[s:s + batch_size, ..., None].astype(np.float32),
+                                                   training=True))[..., 0]
+                           for s in range(0, len(images), batch_size)])
+
+
 def tta_copies(model, images: np.ndarray, n: int = 10, *, mode: str = "random", seed: int = 0,
                batch_size: int = 256) -> np.ndarray:
     """Per-copy class probabilities, shape (n, N, 7); their mean is the TTA prediction.
@@ -48,10 +60,7 @@ def tta_copies(model, images: np.ndarray, n: int = 10, *, mode: str = "random", 
     out = np.empty((n, len(images), model.output_shape[-1]), np.float32)
     for copy in range(n):
         if mode == "random":
-            augmentation = build_augmentation(copy_seed(seed, copy))
-            views = np.concatenate([np.asarray(augmentation(images[s:s + batch_size, ..., None].astype(np.float32),
-                                                            training=True))[..., 0]
-                                    for s in range(0, len(images), batch_size)])
+            views = augmented_copy(images, copy_seed(seed, copy), batch_size)
         else:
             views = deterministic_view(images, *DETERMINISTIC_VIEWS[copy])
         out[copy] = np.asarray(model.predict(model_input(views, channels), batch_size=batch_size, verbose=0))

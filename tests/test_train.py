@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from fer_utils import DataError, OptionError
+from fer_utils import train as ftrain
 from fer_utils.augment import build_augmentation
 from fer_utils.data import load_dataset
 from fer_utils.models import build_model
@@ -28,6 +29,7 @@ from fer_utils.train import (
     TrainConfig,
     build_optimizer,
     config_table,
+    consistent_views,
     distribution_strategy,
     epoch_orders,
     resolve_precision,
@@ -401,6 +403,48 @@ def test_a_student_learns_from_its_teachers_probabilities(prepared, synthetic_zi
     other = prepare(load_dataset(synthetic_zip), seed=1)
     with pytest.raises(DataError, match="teacher/model.keras: trained on another train/validation split"):
         train(other, TrainConfig(epochs=1, teachers=[str(teacher)], distill=0.5, seed=1, **TINY), tmp_path / "leak")
+
+
+def test_consistent_views_are_stored_augmented_copies_the_same_on_every_call():
+    images = np.random.default_rng(0).integers(0, 256, (6, 48, 48)).astype(np.uint8)
+    config = TrainConfig(teachers=["t.keras"], distill=0.5, distill_views=3, augmentation={"flip": True, "shift": 0.1})
+    views = consistent_views(images, config)
+    assert views.shape == (3, 6, 48, 48) and views.dtype == np.uint8
+    np.testing.assert_array_equal(views, consistent_views(images, config))  # seeded: a resume sees the same
+    assert not np.array_equal(views[0], views[1]) and not np.array_equal(views[0], images)
+    plain = replace(config, augmentation={**NO_AUGMENTATION, "erasing": 0.0})
+    np.testing.assert_array_equal(consistent_views(images, plain), np.stack([images] * 3))
+    with pytest.raises(ValueError, match="distill_views 3 needs teachers"):
+        TrainConfig(distill_views=3)
+
+
+def test_batches_of_stored_views_give_each_image_one_view_per_epoch_with_its_targets():
+    views = np.stack([np.zeros((20, 48, 48), np.uint8), np.full((20, 48, 48), 255, np.uint8)])
+    targets = np.stack([np.eye(7, dtype=np.float32)[np.zeros(20, int)], np.eye(7, dtype=np.float32)[np.ones(20, int)]])
+    batches = Batches(views, np.zeros(20, int), batch_size=8, seed=0, targets=targets)
+    assert batches.steps == 3
+    seen = []
+    for index in range(6):  # two epochs
+        x, y = batches[index]
+        assert x.shape[1:] == (48, 48, 1) and np.array_equal(x[:, 0, 0, 0] == 255, y[:, 1] == 1)
+        seen += list(y[:, 1])
+    assert 0 < sum(seen) < 40  # both views drawn
+    np.testing.assert_array_equal(Batches(views, np.zeros(20, int), batch_size=8, seed=0, targets=targets)[4][1],
+                                  batches[4][1])
+
+
+def test_a_consistent_student_stores_its_teachers_targets_once(prepared, synthetic_zip, tmp_path, monkeypatch):
+    train(prepared, TrainConfig(epochs=1, **TINY), tmp_path / "teacher")
+    options = {**TINY, "augmentation": {**NO_AUGMENTATION, "flip": True}}
+    config = TrainConfig(epochs=2, teachers=[str(tmp_path / "teacher" / "model.keras")], distill=0.5,
+                         distill_views=2, time_budget=1e-6, **options)
+    train_run(synthetic_zip, tmp_path / "student", config)  # stopped by its budget after one epoch
+    stored = np.load(tmp_path / "student" / "teacher_targets.npy")
+    assert stored.shape == (2, int((prepared.split == "train").sum()), 7)
+    np.testing.assert_allclose(stored.sum(axis=2), 1.0, rtol=1e-5)
+    monkeypatch.setattr(ftrain, "teacher_probabilities", lambda *args: 1 / 0)  # a resume reads them back
+    train_run(synthetic_zip, tmp_path / "student", replace(config, time_budget=0.0), resume=True)
+    assert len(read_history(tmp_path / "student")) == 2
 
 
 def test_mirrored_strategy_on_two_logical_cpus(synthetic_zip, tmp_path):
