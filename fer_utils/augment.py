@@ -73,7 +73,9 @@ def build_augmentation(seed: int = 0, **options) -> keras.Sequential | None:
         raise ValueError(f"unknown augmentation option(s): {', '.join(sorted(unknown))}")
     cfg = {**SEED_AUGMENTATION, **options}
     geometric = {k: cfg[k] for k in ("rotation", "shift", "shear", "zoom", "flip")}
-    layers = [RandomAffine(**geometric, seed=seed)] if any(geometric.values()) else []
+    # float32 whatever the precision policy: the same copies under bfloat16 training
+    layers = [RandomAffine(**geometric, seed=seed, dtype="float32")] if any(geometric.values()) else []
     if cfg["erasing"]:
-        layers.append(keras.layers.RandomErasing(factor=cfg["erasing"], value_range=(0, 255), seed=seed + 5))
+        layers.append(keras.layers.RandomErasing(factor=cfg["erasing"], value_range=(0, 255), seed=seed + 5,
+                                                 dtype="float32"))
     return keras.Sequential(layers, name="augmentation") if layers else None

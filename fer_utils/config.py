@@ -4,9 +4,12 @@ them), and the YAML files that hold options (profiles, plans)."""
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from fer_utils import OptionError
@@ -70,8 +73,10 @@ class TrainConfig:
             raise ValueError(f"distill {self.distill} needs teachers (saved models) to learn from")
         if self.teachers and not self.distill:
             raise ValueError("teachers need a distill weight above 0 (the share of their probabilities in the targets)")
-        if self.distill_views < 0 or (self.distill_views and not self.teachers):
-            raise ValueError(f"distill_views {self.distill_views} needs teachers (and cannot be negative)")
+        if self.distill_views < 0:
+            raise ValueError(f"distill_views must be 0 or more, got {self.distill_views}")
+        if self.distill_views and not self.teachers:
+            raise ValueError(f"distill_views {self.distill_views} needs teachers to label the views")
         unknown = set(self.augmentation) - set(SEED_AUGMENTATION)
         if unknown:
             raise ValueError(f"unknown augmentation option(s): {', '.join(sorted(unknown))}")
@@ -90,22 +95,27 @@ class TrainConfig:
         return 1e-4 if self.optimizer == "adamw" else 0.0
 
 
-#: The Python types each kind of option takes (numbers may come as text: YAML reads ``1e-3`` as
-#: text), and how errors describe them.
-KINDS = {"float": ((int, float, str), "a number"), "int": (int, "a whole number"), "bool": (bool, "true or false"),
-         "str": (str, "text"), "list": (list, "a list of model paths"), "dict": (dict, "a mapping")}
+#: The types each kind of option takes (numbers may come as text: YAML reads ``1e-3`` as text;
+#: NumPy numbers too), and how errors describe them.
+KINDS = {"float": ((numbers.Real, str), "a finite number"), "int": (numbers.Integral, "a whole number"),
+         "bool": ((bool, np.bool_), "true or false"), "str": (str, "text"),
+         "list": ((list, tuple), "a list of texts"), "dict": (dict, "a mapping")}
 
 
 def typed(name: str, value, kind: str):
-    """``value`` as option ``name`` of ``kind`` (a key of :data:`KINDS`) takes it, numbers as
-    floats where a float is meant; a value of another kind is a ValueError naming the option."""
+    """``value`` as option ``name`` of ``kind`` (a key of :data:`KINDS`) takes it, as a plain
+    Python value (numbers as floats where a float is meant, lists as lists); a value of another
+    kind is a ValueError naming the option."""
     types, words = KINDS[kind]
-    fits = isinstance(value, types) and (kind == "bool" or not isinstance(value, bool))
+    fits = isinstance(value, types) and (kind == "bool" or not isinstance(value, (bool, np.bool_)))
     if fits and kind == "float":
         with contextlib.suppress(ValueError):
-            return float(value)
-    elif fits and (kind != "list" or all(isinstance(item, str) for item in value)):
-        return value
+            if math.isfinite(number := float(value)):
+                return number
+    elif fits and kind == "list" and all(isinstance(item, str) for item in value):
+        return list(value)
+    elif fits and kind != "list":
+        return {"int": int, "bool": bool}.get(kind, lambda v: v)(value)
     raise ValueError(f"{name} must be {words}, got {value!r}")
 
 

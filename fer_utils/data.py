@@ -387,7 +387,8 @@ def _read_cache(cache_file: Path, source: str, digest: str) -> Dataset | None:
     try:
         with np.load(cache_file) as data:
             written_from = str(data["source"]) if "source" in data.files else source
-            skipped = [tuple(part.replace(written_from, source) for part in item) for item in data["skipped"].tolist()]
+            skipped = [tuple(source + part.removeprefix(written_from) if part.startswith(written_from) else part
+                             for part in item) for item in data["skipped"].tolist()]
             return Dataset(data["images"], data["labels"], data["usages"], data["names"],
                            source, digest, skipped, bool(data["synthetic"]))
     except FileNotFoundError:

@@ -242,7 +242,8 @@ def claim_run_dir(run_dir, data_hash: str, *, force: bool = False, resume: bool 
     A folder that is not a run folder (no manifest), one holding a run of *other* data, or
     one a live process is writing is never touched. One holding a run of the same data is
     replaced only with ``force`` (or continued with ``resume``, which the refusal suggests
-    when the command is ``resumable``).
+    when the command is ``resumable``): the old folder waits as ``.replaced-<name>`` until the
+    new one holds its :data:`KEPT_ON_REPLACE` files.
     """
     run_dir = Path(run_dir)
     manifest = run_dir / MANIFEST

@@ -214,8 +214,9 @@ def study_table(studies: dict) -> pd.DataFrame:
 
 def ensemble_studies(studies: dict, usages, members=None, *, seed: int = 0) -> dict:
     """``{usage: ensemble_study}`` of ``members`` (default: all) of ``{model: {usage: tta_study}}``;
-    empty when no members are named and fewer than two models were trained (no ensemble to make)."""
-    if members is None and len(studies) < 2:
+    empty when no members are named and fewer than two models were trained (no ensemble to make);
+    named members (at least two) are :func:`ensemble_study`'s to check."""
+    if not members and len(studies) < 2:
         return {}
     return {usage: ensemble_study(studies, usage, members, seed=seed) for usage in usages}
 

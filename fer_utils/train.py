@@ -132,6 +132,8 @@ class Batches(keras.utils.PyDataset):
                 self._view = np.random.default_rng([self.seed, self._epoch, 1]).integers(len(self.images), size=self.n)
         take = self._order[step * self.batch_size:(step + 1) * self.batch_size]
         pick = (self._view[take], take) if self.images.ndim == 4 else take
+        # per-view targets (one axis more than labels) follow the view drawn; one-hot labels
+        # and class weights are the image's, whatever its view
         return (self.images[pick][..., None].astype(np.float32),
                 *(t[pick] if t.ndim == self.images.ndim - 1 else t[take] for t in self.targets))
 
@@ -143,7 +145,8 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
 
 def soft_targets(labels: np.ndarray, teacher_probabilities: list, distill: float) -> np.ndarray:
     """Targets for distillation: ``(1 - distill)`` of the one-hot labels plus ``distill`` of the
-    teachers' mean class probabilities, ``(n, 7)`` float32."""
+    teachers' mean class probabilities, float32 of the probabilities' shape (``(n, 7)``, or
+    ``(views, n, 7)`` for stored views)."""
     return ((1 - distill) * one_hot(labels) + distill * np.mean(teacher_probabilities, axis=0)).astype(np.float32)
 
 
@@ -162,10 +165,13 @@ def teacher_probabilities(paths, images: np.ndarray) -> list[np.ndarray]:
 def consistent_views(images: np.ndarray, config: TrainConfig) -> np.ndarray:
     """``(config.distill_views, n, 48, 48)`` uint8: copies of ``images`` under the run's
     augmentation, copy k seeded by ``(config.seed, k)``, for the teachers to label and the
-    student to train on (consistent distillation, Beyer et al. 2022: teacher and student
-    see the same view); the same on every call, so a resumed run trains on the same views."""
-    return np.stack([np.clip(np.rint(augmented_copy(images, copy_seed(config.seed, k), **config.augmentation)),
-                             0, 255).astype(np.uint8) for k in range(config.distill_views)])
+    student to train on (an approximation of consistent distillation, Beyer et al. 2022, where
+    teacher and student see the same view: here a fixed set of views, not a fresh one each step);
+    the same on every call (float32 augmentation), so a resumed run trains on the same views."""
+    views = np.empty((config.distill_views, *images.shape), np.uint8)
+    for k, view in enumerate(views):
+        view[:] = np.clip(np.rint(augmented_copy(images, copy_seed(config.seed, k), **config.augmentation)), 0, 255)
+    return views
 
 
 def distillation_targets(images: np.ndarray, labels: np.ndarray, config: TrainConfig, out: Path) -> np.ndarray:
@@ -174,7 +180,11 @@ def distillation_targets(images: np.ndarray, labels: np.ndarray, config: TrainCo
     checked unchanged)."""
     path = out / TEACHER_TARGETS
     if path.exists():
-        return np.load(path)
+        targets = np.load(path)
+        if targets.shape == images.shape[:-2] + (len(CLASSES),):
+            return targets
+        raise DataError(f"{path}: targets of shape {targets.shape} do not fit the run's {images.shape[:-2]} "
+                        f"training images; delete the file to compute them again")
     targets = soft_targets(labels, teacher_probabilities(config.teachers, images), config.distill)
     save_atomically(path, lambda tmp: np.save(tmp, targets))
     return targets
@@ -446,6 +456,8 @@ def train(prepared: Prepared, config: TrainConfig, out_dir, *, resume: bool = Fa
         raise FileExistsError(f"{out}: holds an interrupted run; pass resume=True (--resume) to continue it")
     if resume:
         check_resume(out, config)
+    else:  # a finished run replaced in place: its teachers' targets are not this run's
+        (out / TEACHER_TARGETS).unlink(missing_ok=True)
     _check_split(out, prepared)
     write_json(out / TRAIN_CONFIG, asdict(config))
     keras.utils.set_random_seed(config.seed)

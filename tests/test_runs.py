@@ -115,7 +115,7 @@ def test_a_lock_being_checked_does_not_refuse_its_writer(tmp_path):
     (tmp_path / "run.lock").write_text("")
     with (tmp_path / "run.lock").open() as probe:  # lock_holder's shared lock, held a moment by another process
         fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        threading.Timer(0.2, probe.close).start()
+        threading.Timer(0.05, probe.close).start()
         with RunLock(tmp_path):
             assert json.loads((tmp_path / "run.lock").read_text())["pid"] == os.getpid()
 

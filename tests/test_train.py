@@ -136,15 +136,20 @@ def test_a_tf_distribute_strategy_is_refused_on_another_backend(monkeypatch):
 
 
 def test_config_takes_values_of_each_option_s_kind_only():
-    config = TrainConfig(learning_rate="1e-3", weight_decay=0, epochs=3)  # YAML reads 1e-3 as text
-    assert config.learning_rate == 0.001 and isinstance(config.weight_decay, float) and config.epochs == 3
-    for options, message in [({"learning_rate": "fast"}, "learning_rate must be a number, got 'fast'"),
+    config = TrainConfig(learning_rate="1e-3", weight_decay=0, epochs=np.int64(3), nesterov=np.bool_(False),
+                         teachers=("t.keras",), distill=np.float32(0.5))  # YAML's text 1e-3; NumPy values
+    assert config.learning_rate == 0.001 and isinstance(config.weight_decay, float) and config.teachers == ["t.keras"]
+    assert type(config.epochs) is int and config.nesterov is False and json.dumps(dataclasses.asdict(config))
+    for options, message in [({"learning_rate": "fast"}, "learning_rate must be a finite number, got 'fast'"),
+                             ({"weight_decay": float("nan")}, "weight_decay must be a finite number, got nan"),
                              ({"epochs": 2.5}, "epochs must be a whole number, got 2.5"),
+                             ({"epochs": True}, "epochs must be a whole number, got True"),
                              ({"nesterov": "yes"}, "nesterov must be true or false, got 'yes'"),
                              ({"init_from": None}, "init_from must be text, got None"),
                              ({"teachers": "a.keras", "distill": 0.5},
-                              "teachers must be a list of model paths, got 'a.keras'"),
-                             ({"augmentation": ["flip"]}, r"augmentation must be a mapping, got \['flip'\]")]:
+                              "teachers must be a list of texts, got 'a.keras'"),
+                             ({"augmentation": ["flip"]}, r"augmentation must be a mapping, got \['flip'\]"),
+                             ({"distill_views": -1}, "distill_views must be 0 or more, got -1")]:
         with pytest.raises(ValueError, match=message):
             TrainConfig(**options)
 
@@ -416,21 +421,31 @@ def test_consistent_views_are_stored_augmented_copies_the_same_on_every_call():
     np.testing.assert_array_equal(consistent_views(images, plain), np.stack([images] * 3))
     with pytest.raises(ValueError, match="distill_views 3 needs teachers"):
         TrainConfig(distill_views=3)
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # as training sets it: the views stay the same
+    try:
+        np.testing.assert_array_equal(consistent_views(images, config), views)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def test_batches_of_stored_views_give_each_image_one_view_per_epoch_with_its_targets():
-    views = np.stack([np.zeros((20, 48, 48), np.uint8), np.full((20, 48, 48), 255, np.uint8)])
-    targets = np.stack([np.eye(7, dtype=np.float32)[np.zeros(20, int)], np.eye(7, dtype=np.float32)[np.ones(20, int)]])
-    batches = Batches(views, np.zeros(20, int), batch_size=8, seed=0, targets=targets)
+    views = np.arange(2 * 20, dtype=np.uint8)[:, None, None].repeat(48 * 48, 1).reshape(2, 20, 48, 48)
+    targets = np.zeros((2, 20, 7), np.float32)
+    targets[..., 0] = np.arange(2 * 20).reshape(2, 20)  # view k of image i: pixels and target 20 k + i
+    labels = np.arange(20) % 7
+    batches = Batches(views, labels, batch_size=8, seed=0, targets=targets, weights={k: k + 1.0 for k in range(7)})
     assert batches.steps == 3
-    seen = []
-    for index in range(6):  # two epochs
-        x, y = batches[index]
-        assert x.shape[1:] == (48, 48, 1) and np.array_equal(x[:, 0, 0, 0] == 255, y[:, 1] == 1)
-        seen += list(y[:, 1])
-    assert 0 < sum(seen) < 40  # both views drawn
-    np.testing.assert_array_equal(Batches(views, np.zeros(20, int), batch_size=8, seed=0, targets=targets)[4][1],
-                                  batches[4][1])
+    for epoch in range(2):
+        drawn = []
+        for step in range(3):
+            x, y, weight = batches[3 * epoch + step]
+            assert x.shape[1:] == (48, 48, 1) and np.array_equal(x[:, 0, 0, 0], y[:, 0])  # the view's own target
+            image = (y[:, 0] % 20).astype(int)
+            assert np.array_equal(weight, labels[image] + 1.0)  # the image's class weight, whatever its view
+            drawn += list(y[:, 0] // 20)
+        assert sorted(set(drawn)) == [0, 1] and len(drawn) == 20  # each image once, both views within the epoch
+    np.testing.assert_array_equal(Batches(views, labels, batch_size=8, seed=0, targets=targets)[4][1], batches[4][1])
 
 
 def test_a_consistent_student_stores_its_teachers_targets_once(prepared, synthetic_zip, tmp_path, monkeypatch):
@@ -442,9 +457,16 @@ def test_a_consistent_student_stores_its_teachers_targets_once(prepared, synthet
     stored = np.load(tmp_path / "student" / "teacher_targets.npy")
     assert stored.shape == (2, int((prepared.split == "train").sum()), 7)
     np.testing.assert_allclose(stored.sum(axis=2), 1.0, rtol=1e-5)
+    views = consistent_views(prepared.arrays("train")[0], config)
+    on_views = ftrain.soft_targets(prepared.arrays("train")[1],
+                                   ftrain.teacher_probabilities(config.teachers, views), 0.5)
+    np.testing.assert_allclose(stored, on_views, atol=1e-5)  # the teachers labelled the views, not clean images
     monkeypatch.setattr(ftrain, "teacher_probabilities", lambda *args: 1 / 0)  # a resume reads them back
     train_run(synthetic_zip, tmp_path / "student", replace(config, time_budget=0.0), resume=True)
     assert len(read_history(tmp_path / "student")) == 2
+    np.save(tmp_path / "student" / "teacher_targets.npy", stored[:, :5])
+    with pytest.raises(DataError, match=r"teacher_targets\.npy: targets of shape \(2, 5, 7\) do not fit"):
+        ftrain.distillation_targets(views, None, config, tmp_path / "student")
 
 
 def test_mirrored_strategy_on_two_logical_cpus(synthetic_zip, tmp_path):
