@@ -91,7 +91,7 @@ def test_plan_entries_are_checked_by_name(repo):
         load_plan(write_plan(repo, [{"name": 2024}]))
     with pytest.raises(OptionError, match="run a: init_from must be text, got None"):
         load_plan(write_plan(repo, [{"name": "a", "init_from": None}]))
-    with pytest.raises(OptionError, match="run a: val_fraction must be a number, got 'most'"):
+    with pytest.raises(OptionError, match="run a: val_fraction must be a finite number, got 'most'"):
         load_plan(write_plan(repo, [{"name": "a", "val_fraction": "most"}]))
     plan = load_plan(write_plan(repo, [{"name": "a", **TINY}]))
     assert plan.root == repo and plan.data == repo / "data.zip" and plan.runs[0]["epochs"] == 6
