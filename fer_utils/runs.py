@@ -211,15 +211,15 @@ class RunLock:
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = self.path.open("a+")
-        for attempt in range(LOCK_TRIES):  # another process may be checking the lock a moment
+        for _ in range(LOCK_TRIES):  # another process may be checking the lock a moment
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if attempt + 1 == LOCK_TRIES:
-                    handle.close()
-                    raise _in_use(self.path.parent, lock_holder(self.path.parent) or {}) from None
                 time.sleep(0.05)
+        else:
+            handle.close()
+            raise _in_use(self.path.parent, lock_holder(self.path.parent) or {})
         try:
             handle.truncate(0)
             handle.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),

@@ -95,9 +95,10 @@ def score(labels, proba, *, usage: str = "", n_resamples: int = 1000, seed: int 
         raise ValueError(f"cannot score {usage or 'a set'} from 1 image: its intervals need two or more")
     if proba.shape != (len(labels), len(CLASSES)):
         raise ValueError(f"proba must have shape ({len(labels)}, {len(CLASSES)}), got {proba.shape}")
-    if not np.isfinite(proba).all():
-        raise ValueError(f"{usage or 'scores'}: {int((~np.isfinite(proba)).any(axis=1).sum())} image(s) with "
-                         f"probabilities that are not finite (NaN or inf): the model's weights may have diverged")
+    broken = int((~np.isfinite(proba)).any(axis=1).sum())
+    if broken:
+        raise ValueError(f"{usage or 'scores'}: {broken} image(s) with probabilities that are not finite "
+                         f"(NaN or inf): the model's weights may have diverged")
     predicted = proba.argmax(axis=1)
     precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=LABELS,
                                                                      zero_division=0)
