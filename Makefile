@@ -8,7 +8,7 @@ DATA ?=
 OUT ?=
 FER2013 ?= ../shared/data/fer2013.zip
 
-.PHONY: venv lint default-model report fer2013 fer2013-checks calibration long-runs long-runs-status device-pack device-rehearsal test lab notebooks benchmark benchmark-fer clean
+.PHONY: venv lint default-model report fer2013 fer2013-checks calibration long-runs long-runs-status long-runs-restore device-pack device-rehearsal test lab notebooks benchmark benchmark-fer clean
 
 venv: $(VENV)/.installed
 
@@ -49,6 +49,11 @@ long-runs: venv
 # Where the long runs stand; copies their histories and the table into reports/long-runs/.
 long-runs-status: venv
 	$(PY) -m fer_utils long-runs status --write reports/long-runs
+
+# A new clone: recreate the finished runs' folders from reports/long-runs/ (the runner then
+# trains only the unfinished ones).
+long-runs-restore: venv
+	$(PY) -m fer_utils long-runs restore
 
 # Pack FER2013's Training images and the keras wheels for the lent GPU machine; prints the calls.
 device-pack: venv

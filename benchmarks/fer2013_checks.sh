@@ -1,7 +1,7 @@
 # The FER2013 study's figures that come from checks outside its notebooks (exports, agreement,
 # the model soup, ensembles of seed CNNs), as markdown: `make fer2013-checks` writes them to
 # reports/fer2013/checks.md. Needs the trained float32 models in runs/ (this machine's long
-# runs; the published bfloat16 exports are in reports/long-runs/). Usage: bash THIS [DATA]
+# runs, not restored ones; the published bfloat16 exports are in reports/long-runs/). Usage: bash THIS [DATA]
 set -euo pipefail
 DATA=${1:-../shared/data/fer2013.zip}
 PY=${PY:-.venv/bin/python}
@@ -15,6 +15,15 @@ check() {  # check TITLE COMMAND...: the command and its output
     printf '```\n\n'
 }
 
+published_runs=$(for model in $PUBLISHED/*/model.keras; do basename "$(dirname "$model")"; done)
+for run in vgg-wide-sgd vgg-wide-sgd-anneal vgg-wide-sgd-anneal-all vgg-wide-sgd-distill-all $published_runs; do
+    if [ ! -f runs/$run/model.keras ] || [ -f runs/$run/restored.json ]; then
+        echo "runs/$run/model.keras: the trained float32 model is not on this machine (missing, or restored" \
+             "from $PUBLISHED by long-runs restore); the committed checks.md keeps its figures" >&2
+        exit 1
+    fi
+done
+
 echo "# FER2013 study: checks outside the notebooks"
 echo
 echo "Written by \`make fer2013-checks\` on $(date -u +%F) at commit $(git describe --always --dirty --abbrev=7)," \
@@ -22,9 +31,8 @@ echo "Written by \`make fer2013-checks\` on $(date -u +%F) at commit $(git descr
 echo
 check "Default model: bfloat16 export against the trained float32 model (PublicTest)" \
     "$PY" benchmarks/export_check.py runs/vgg-wide-sgd-anneal-all/model.keras fer_utils/default_model/model.keras --data "$DATA"
-for published in $PUBLISHED/*/model.keras; do  # each other published export (models not copied as trained)
-    run=$(basename "$(dirname "$published")")
-    [ -f runs/$run/model.keras ] || { echo "runs/$run/model.keras: missing (the float32 model)" >&2; exit 1; }
+for run in $published_runs; do  # each other published export (models not copied as trained)
+    published=$PUBLISHED/$run/model.keras
     if [ $run != vgg-wide-sgd-anneal-all ] && ! cmp -s "$published" runs/$run/model.keras; then
         check "$run: published export against its float32 model (PublicTest)" \
             "$PY" benchmarks/export_check.py runs/$run/model.keras "$published" --data "$DATA"

@@ -146,11 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("long-runs", cmd_long_runs, "Train the runs of a plan one after another, each from "
                   "its pinned code, resuming where they stopped; or show where they stand.")
-    sub.add_argument("action", choices=("start", "run", "status"),
-                     help="start: in the background at low priority; run: in the foreground; status: a table")
+    sub.add_argument("action", choices=("start", "run", "status", "restore"),
+                     help="start: in the background at low priority; run: in the foreground; status: a table; "
+                          "restore: recreate the folders of finished runs this checkout lacks from --published")
     sub.add_argument("--plan", default="configs/long-runs.yaml", help="plan file (default: %(default)s)")
     sub.add_argument("--runs", help="folder of the run folders (default: runs/ of the project)")
     sub.add_argument("--write", metavar="DIR", help="status: also copy histories and the table into DIR")
+    sub.add_argument("--published", metavar="DIR", default="reports/long-runs",
+                     help="restore: the folder that status --write filled (default: %(default)s)")
     return parser
 
 
@@ -308,6 +311,9 @@ def cmd_long_runs(args) -> int:
         print(f"long runs started in the background; log: {long_runs.start_detached(args.plan, args.runs)}")
     elif args.action == "run":
         return 1 if long_runs.run_plan(args.plan, args.runs, log=lambda line: print(line, flush=True)) else 0
+    elif args.action == "restore":
+        restored = long_runs.restore_runs(args.plan, args.published, args.runs)
+        print(f"restored {len(restored)} finished runs from {args.published}: {', '.join(restored) or 'none'}")
     else:
         print(long_runs.status_table(args.plan, args.runs).to_string(index=False))
         if args.write:

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import zipfile
 from pathlib import Path
 
 from fer_utils import DataError, OptionError
@@ -40,6 +41,8 @@ from fer_utils.runs import (
 )
 
 PINS = ".pins.json"
+#: What a run folder recreated from its published copy holds about where it came from.
+RESTORED = "restored.json"
 
 #: What a plan entry may set besides the TrainConfig fields, with the kind of value each takes.
 ENTRY_KEYS = {"name": "str", "about": "str", "publish_model": "bool", "val_fraction": "float",
@@ -431,4 +434,50 @@ def publish_model(source: Path, target: Path, max_bytes: int = MAX_MODEL_BYTES) 
             os.utime(target, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns))
         else:
             shutil.copy2(source, target)
-    return "bfloat16" if target.stat().st_size < source.stat().st_size else "float32"
+    return stored_precision(target)
+
+
+def stored_precision(model_file: Path) -> str:
+    """``bfloat16`` for a model file whose layers hold bfloat16 variables (an export for
+    inference), else ``float32``; read from the file's config without loading the model."""
+    with zipfile.ZipFile(model_file) as archive:
+        config = json.loads(archive.read("config.json"))
+
+    def policies(node):
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy":
+                yield node["config"]["name"]
+            for value in node.values():
+                yield from policies(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from policies(value)
+
+    return "bfloat16" if "bfloat16" in policies(config) else "float32"
+
+
+def restore_runs(plan_file, published_dir, runs_dir=None) -> list[str]:
+    """Recreate the folders of the plan's finished runs that this checkout lacks (a new clone,
+    a lost ``runs/``) from their published copies (``status --write``), so that the runner
+    does not train them again and the runs that learn from them find their models; returns
+    their names. A restored run holds the published model (a bfloat16 export where the float32
+    one was over the size limit; ``restored.json`` says which) and is pinned to the commit its
+    manifest records. Unfinished runs are not restored: their checkpoints are not published,
+    so they start anew."""
+    plan = load_plan(plan_file)
+    runs_dir = plan.runs_dir(runs_dir)
+    pins, restored = read_json(runs_dir / PINS, {}), []
+    for entry in plan.runs:
+        source, run_dir = Path(published_dir) / entry["name"], runs_dir / entry["name"]
+        if run_dir.exists() or read_json(source / TRAIN_STATE, {}).get("state", "").replace("_", " ") not in DONE:
+            continue
+        shutil.copytree(source, run_dir)
+        model = run_dir / MODEL
+        write_json(run_dir / RESTORED, {"from": str(Path(published_dir).resolve() / entry["name"]),
+                                        "model_precision": stored_precision(model) if model.exists() else None})
+        if commit := read_json(run_dir / MANIFEST, {}).get("git_commit"):
+            pins[entry["name"]] = commit
+        restored.append(entry["name"])
+    if restored:
+        write_json(runs_dir / PINS, pins)
+    return restored

@@ -180,13 +180,15 @@ def test_tensorflow_start_up_lines_stay_out_of_the_terminal_unless_asked(synthet
                               timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": ""})
     quiet, loud = run(), run("--tf-log")
     assert quiet.stderr == "error: train: unknown model 'foo' (choose from seed_cnn, vgg_gap, vgg_lean, res_gap)\n"
-    assert "oneDNN" in loud.stderr and quiet.returncode == loud.returncode == 2
+    # which start-up lines TensorFlow writes depends on the CPU (oneDNN's only where it has AVX-512)
+    assert loud.stderr.endswith(quiet.stderr) and loud.stderr.count("\n") > 1
+    assert quiet.returncode == loud.returncode == 2
 
 
 def test_the_notebooks_helper_keeps_tensorflow_start_up_lines_out_of_cell_outputs():
     def imports(first):
         return subprocess.run([sys.executable, "-c", f"{first}import keras; print('ok')"], capture_output=True,
                               text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": ""})
-    assert "oneDNN" in imports("").stderr  # what a notebook's import cell showed
+    assert "absl" in imports("").stderr  # what a notebook's import cell showed
     quiet = imports("import fer_utils.notebook; ")
-    assert quiet.stdout == "ok\n" and "oneDNN" not in quiet.stderr and "absl" not in quiet.stderr
+    assert quiet.stdout == "ok\n" and quiet.stderr == ""

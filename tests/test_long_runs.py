@@ -22,9 +22,11 @@ from fer_utils.long_runs import (
     plan_differences,
     publish_model,
     reread_plan,
+    restore_runs,
     run_parallel,
     run_plan,
     status_table,
+    stored_precision,
     train_args,
     with_model_paths,
     write_status,
@@ -366,7 +368,30 @@ def test_a_model_over_the_size_limit_is_published_as_a_bfloat16_export(tmp_path)
     assert publish_model(source, tmp_path / "small.keras", max_bytes=1000) == "bfloat16"
     exported = keras.models.load_model(tmp_path / "small.keras")
     assert exported.layers[1].dtype_policy.name == "bfloat16" and exported.layers[-1].dtype_policy.name == "float32"
+    assert (stored_precision(tmp_path / "small.keras"), stored_precision(source)) == ("bfloat16", "float32")
     written = (tmp_path / "small.keras").stat().st_mtime_ns
     assert publish_model(source, tmp_path / "small.keras", max_bytes=1000) == "bfloat16"
     assert (tmp_path / "small.keras").stat().st_mtime_ns == written  # not exported again
     assert publish_model(source, tmp_path / "copy.keras", max_bytes=1000) == "bfloat16"  # the copy is over it now
+
+
+def test_finished_runs_lost_with_the_checkout_are_restored_from_their_published_copies(repo):
+    from fer_utils.models import build_model  # noqa: PLC0415 (keras only for this test)
+
+    runs, published = repo / "runs", repo / "published"
+    path = write_plan(repo, [{"name": name, **TINY} for name in ("a", "b", "c", "d")])
+    for name, state in (("a", "early_stopped"), ("b", "interrupted"), ("d", "completed")):
+        (published / name / "figures").mkdir(parents=True)
+        (published / name / "train_state.json").write_text(json.dumps({"state": state}))
+        (published / name / "manifest.json").write_text(json.dumps({"git_commit": f"{name * 40}"}))
+    build_model("vgg_gap", widths=(8, 16), convs=(1, 1)).save(published / "a" / "model.keras")
+    (runs / "d").mkdir(parents=True)  # on this machine already: left as it is
+    assert restore_runs(path, published, runs) == ["a"]
+    assert sorted(p.name for p in (runs / "a").iterdir()) == [
+        "figures", "manifest.json", "model.keras", "restored.json", "train_state.json"]
+    assert json.loads((runs / "a" / "restored.json").read_text()) == {
+        "from": str(published.resolve() / "a"), "model_precision": "float32"}
+    assert status_table(path, runs)["commit"].tolist() == ["a" * 12, "", "", ""]
+    assert next_run(load_plan(path), runs, set())["name"] == "b"  # its checkpoint was not published: anew
+    assert not (runs / "b").exists() and not any((runs / "d").iterdir())
+    assert restore_runs(path, published, runs) == []  # a second time: nothing left to restore
