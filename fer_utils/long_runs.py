@@ -346,9 +346,21 @@ def start_detached(plan_file, runs_dir=None) -> Path:
     command = ["nice", "-n", "19", sys.executable, "-m", "fer_utils", "long-runs", "run",
                "--plan", str(Path(plan_file).resolve()), "--runs", str(runs_dir)]
     with log.open("a") as out:
-        subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                         start_new_session=True, cwd=plan.root)
+        runner = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  start_new_session=True, cwd=plan.root)
+    lower_session_priority(runner.pid)
     return log
+
+
+def lower_session_priority(pid: int) -> None:
+    """Give the session of process ``pid`` the lowest share of the CPU where the kernel groups
+    processes by session ("autogroup" scheduling, on by default in many Linux systems): there
+    ``nice`` counts only within a session, and a detached runner at nice 19 would still take
+    half the cores from the user's shell. Nothing to do elsewhere."""
+    try:
+        Path(f"/proc/{pid}/autogroup").write_text("19")
+    except OSError:
+        pass
 
 
 def status_table(plan_file, runs_dir=None):
