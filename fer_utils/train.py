@@ -51,6 +51,9 @@ from fer_utils.tta import augmented_copy, copy_seed
 BACKUP = "backup"
 #: The distillation targets of a run with teachers, computed once (``(n, 7)`` or ``(views, n, 7)``).
 TEACHER_TARGETS = "teacher_targets.npy"
+#: Each teacher's probabilities (``<k>.npy``), kept while the targets are computed, so that an
+#: interrupted run loses at most the teacher it was labelling with.
+TEACHER_PARTS = "teacher_targets.parts"
 #: Final states (``train_state.json``); ``time_budget`` runs can be resumed, the others are done.
 FINISHED = {"completed": "its planned epochs are done", "early_stopped": "early stopping ended it"}
 
@@ -176,17 +179,31 @@ def consistent_views(images: np.ndarray, config: TrainConfig) -> np.ndarray:
 
 def distillation_targets(images: np.ndarray, labels: np.ndarray, config: TrainConfig, out: Path) -> np.ndarray:
     """:func:`soft_targets` of the teachers for ``images`` (stored views or clean images),
-    computed once per run and kept in ``out`` (a resume reads them back; its teachers are
-    checked unchanged)."""
-    path = out / TEACHER_TARGETS
+    computed once per run, one teacher at a time, and kept in ``out`` (a resume reads them
+    back; its teachers are checked unchanged)."""
+    path, parts = out / TEACHER_TARGETS, out / TEACHER_PARTS
     if path.exists():
-        targets = np.load(path)
-        if targets.shape == images.shape[:-2] + (len(CLASSES),):
-            return targets
+        return _stored_targets(path, images)
+    parts.mkdir(exist_ok=True)
+    probabilities = []
+    for k, teacher in enumerate(config.teachers):
+        part = parts / f"{k}.npy"
+        if not part.exists():
+            labelled = teacher_probabilities([teacher], images)[0]
+            save_atomically(part, lambda tmp, labelled=labelled: np.save(tmp, labelled))
+        probabilities.append(_stored_targets(part, images))
+    targets = soft_targets(labels, probabilities, config.distill)
+    save_atomically(path, lambda tmp: np.save(tmp, targets))
+    shutil.rmtree(parts)
+    return targets
+
+
+def _stored_targets(path: Path, images: np.ndarray) -> np.ndarray:
+    """Probabilities or targets stored for ``images``, checked to fit them."""
+    targets = np.load(path)
+    if targets.shape != images.shape[:-2] + (len(CLASSES),):
         raise DataError(f"{path}: targets of shape {targets.shape} do not fit the run's {images.shape[:-2]} "
                         f"training images; delete the file to compute them again")
-    targets = soft_targets(labels, teacher_probabilities(config.teachers, images), config.distill)
-    save_atomically(path, lambda tmp: np.save(tmp, targets))
     return targets
 
 
@@ -458,6 +475,7 @@ def train(prepared: Prepared, config: TrainConfig, out_dir, *, resume: bool = Fa
         check_resume(out, config)
     else:  # a finished run replaced in place: its teachers' targets are not this run's
         (out / TEACHER_TARGETS).unlink(missing_ok=True)
+        shutil.rmtree(out / TEACHER_PARTS, ignore_errors=True)
     _check_split(out, prepared)
     write_json(out / TRAIN_CONFIG, asdict(config))
     keras.utils.set_random_seed(config.seed)

@@ -469,6 +469,33 @@ def test_a_consistent_student_stores_its_teachers_targets_once(prepared, synthet
         ftrain.distillation_targets(views, None, config, tmp_path / "student")
 
 
+def test_teacher_targets_interrupted_keep_the_teachers_already_done(tmp_path, monkeypatch):
+    images, labels = np.zeros((3, 4, 48, 48), np.uint8), np.array([0, 1, 2, 3])
+    config = TrainConfig(teachers=["a.keras", "b.keras"], distill=0.5, distill_views=3)
+    labelled = []
+
+    def probabilities(paths, views):
+        labelled.extend(paths)
+        if paths == ["b.keras"] and labelled.count("b.keras") == 1:
+            raise KeyboardInterrupt  # the run is killed while teacher b labels
+        return [np.full((3, 4, 7), 1 / 7 if paths == ["a.keras"] else 0.0, np.float32)]
+
+    monkeypatch.setattr(ftrain, "teacher_probabilities", probabilities)
+    with pytest.raises(KeyboardInterrupt):
+        ftrain.distillation_targets(images, labels, config, tmp_path)
+    assert sorted(p.name for p in (tmp_path / "teacher_targets.parts").iterdir()) == ["0.npy"]
+    targets = ftrain.distillation_targets(images, labels, config, tmp_path)
+    assert labelled == ["a.keras", "b.keras", "b.keras"]  # a is not labelled again
+    np.testing.assert_allclose(targets[1], 0.5 * np.eye(7)[labels] + 0.5 * 0.5 / 7, rtol=1e-6)  # view 1
+    assert not (tmp_path / "teacher_targets.parts").exists()
+    np.testing.assert_array_equal(np.load(tmp_path / "teacher_targets.npy"), targets)
+    (tmp_path / "teacher_targets.npy").unlink()
+    (tmp_path / "teacher_targets.parts").mkdir()
+    np.save(tmp_path / "teacher_targets.parts" / "0.npy", np.zeros((3, 2, 7)))
+    with pytest.raises(DataError, match=r"parts/0\.npy: targets of shape \(3, 2, 7\) do not fit the run's \(3, 4\)"):
+        ftrain.distillation_targets(images, labels, config, tmp_path)
+
+
 def test_mirrored_strategy_on_two_logical_cpus(synthetic_zip, tmp_path):
     script = textwrap.dedent(f"""
         import tensorflow as tf
