@@ -452,8 +452,11 @@ def publish_model(source: Path, target: Path, max_bytes: int = MAX_MODEL_BYTES) 
 def stored_precision(model_file: Path) -> str:
     """``bfloat16`` for a model file whose layers hold bfloat16 variables (an export for
     inference), else ``float32``; read from the file's config without loading the model."""
-    with zipfile.ZipFile(model_file) as archive:
-        config = json.loads(archive.read("config.json"))
+    try:
+        with zipfile.ZipFile(model_file) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+        raise DataError(f"{model_file}: not a readable Keras model file ({error})") from None
 
     def policies(node):
         if isinstance(node, dict):
@@ -483,10 +486,13 @@ def restore_runs(plan_file, published_dir, runs_dir=None) -> list[str]:
         source, run_dir = Path(published_dir) / entry["name"], runs_dir / entry["name"]
         if run_dir.exists() or read_json(source / TRAIN_STATE, {}).get("state", "").replace("_", " ") not in DONE:
             continue
-        shutil.copytree(source, run_dir)
-        model = run_dir / MODEL
-        write_json(run_dir / RESTORED, {"from": str(Path(published_dir).resolve() / entry["name"]),
-                                        "model_precision": stored_precision(model) if model.exists() else None})
+        model = source / MODEL
+        precision = stored_precision(model) if model.exists() else None
+        partial = run_dir.with_name(f".restoring-{entry['name']}")  # renamed once whole: never half a run
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(source, partial)
+        write_json(partial / RESTORED, {"from": str(source.resolve()), "model_precision": precision})
+        partial.rename(run_dir)
         if commit := read_json(run_dir / MANIFEST, {}).get("git_commit"):
             pins[entry["name"]] = commit
         restored.append(entry["name"])

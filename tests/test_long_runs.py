@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from fer_utils import OptionError
+from fer_utils import DataError, OptionError
 from fer_utils.cli import build_parser
 from fer_utils.config import SEED_AUGMENTATION, TrainConfig
 from fer_utils.long_runs import (
@@ -398,3 +398,8 @@ def test_finished_runs_lost_with_the_checkout_are_restored_from_their_published_
     assert next_run(load_plan(path), runs, set())["name"] == "b"  # its checkpoint was not published: anew
     assert not (runs / "b").exists() and not any((runs / "d").iterdir())
     assert restore_runs(path, published, runs) == []  # a second time: nothing left to restore
+    shutil.rmtree(runs / "a")
+    (published / "a" / "model.keras").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match=r"published/a/model\.keras: not a readable Keras model file"):
+        restore_runs(path, published, runs)
+    assert not (runs / "a").exists()
