@@ -1,7 +1,8 @@
 # The FER2013 study's figures that come from checks outside its notebooks (exports, agreement,
 # the model soup, ensembles of seed CNNs), as markdown: `make fer2013-checks` writes them to
 # reports/fer2013/checks.md. Needs the trained float32 models in runs/ (this machine's long
-# runs, not restored ones; the published bfloat16 exports are in reports/long-runs/). Usage: bash THIS [DATA]
+# runs, not bfloat16 exports restored in their place; the published exports are in
+# reports/long-runs/). Usage: bash THIS [DATA]
 set -euo pipefail
 DATA=${1:-../shared/data/fer2013.zip}
 PY=${PY:-.venv/bin/python}
@@ -17,9 +18,9 @@ check() {  # check TITLE COMMAND...: the command and its output
 
 published_runs=$(for model in $PUBLISHED/*/model.keras; do basename "$(dirname "$model")"; done)
 for run in vgg-wide-sgd vgg-wide-sgd-anneal vgg-wide-sgd-anneal-all vgg-wide-sgd-distill-all $published_runs; do
-    if [ ! -f runs/$run/model.keras ] || [ -f runs/$run/restored.json ]; then
+    if [ ! -f runs/$run/model.keras ] || grep -qs '"model_precision": "bfloat16"' runs/$run/restored.json; then
         echo "runs/$run/model.keras: the trained float32 model is not on this machine (missing, or restored" \
-             "from $PUBLISHED by long-runs restore); the committed checks.md keeps its figures" >&2
+             "as its bfloat16 export by long-runs restore); the committed checks.md keeps its figures" >&2
         exit 1
     fi
 done

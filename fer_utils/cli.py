@@ -145,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--force", action="store_true", help="replace OUT if it exists")
 
     sub = command("long-runs", cmd_long_runs, "Train the runs of a plan one after another, each from "
-                  "its pinned code, resuming where they stopped; or show where they stand.")
+                  "its pinned code, resuming where they stopped; show where they stand; or restore "
+                  "the finished runs a new clone lacks.")
     sub.add_argument("action", choices=("start", "run", "status", "restore"),
                      help="start: in the background at low priority; run: in the foreground; status: a table; "
                           "restore: recreate the folders of finished runs this checkout lacks from --published")

@@ -264,6 +264,9 @@ def run_plan(plan_file, runs_dir=None, log=print) -> int:
             if entry is None:
                 return failures
             run_dir = runs_dir / entry["name"]
+            if (exports := restored_exports(entry, runs_dir)) and not (run_dir / MANIFEST).exists():
+                log(f"{entry['name']}: learns from {', '.join(exports)}, restored as bfloat16 exports "
+                    f"(restored.json), not from the float32 models they were trained as")
             try:
                 entry = with_model_paths(entry, plan, runs_dir)
             except OptionError as unfinished:  # tried again once another run has been trained
@@ -433,8 +436,8 @@ def write_status(plan_file, out_dir, runs_dir=None) -> Path:
 def publish_model(source: Path, target: Path, max_bytes: int = MAX_MODEL_BYTES) -> str | None:
     """Publish a finished run's model: copied when at most ``max_bytes``, else written as a
     bfloat16 export for inference. A target as recent as its source and within the limit is
-    left as it is. Returns the precision published (read from the files: an export is
-    smaller than its source), None when the run has no model."""
+    left as it is. Returns the precision published (:func:`stored_precision`), None when the
+    run has no model."""
     if not source.exists():
         return None
     if not (target.exists() and target.stat().st_mtime_ns == source.stat().st_mtime_ns
@@ -480,10 +483,14 @@ def restore_runs(plan_file, published_dir, runs_dir=None) -> list[str]:
     manifest records. Unfinished runs are not restored: their checkpoints are not published,
     so they start anew."""
     plan = load_plan(plan_file)
-    runs_dir = plan.runs_dir(runs_dir)
+    runs_dir, published_dir = plan.runs_dir(runs_dir), plan.root / published_dir
+    if not published_dir.is_dir():
+        raise DataError(f"{published_dir}: no such folder of published runs (long-runs status --write fills it)")
+    if (holder := lock_holder(runs_dir)) is not None:
+        raise OptionError(f"{runs_dir}: the plan is running (process {holder.get('pid')}); restore before starting it")
     pins, restored = read_json(runs_dir / PINS, {}), []
     for entry in plan.runs:
-        source, run_dir = Path(published_dir) / entry["name"], runs_dir / entry["name"]
+        source, run_dir = published_dir / entry["name"], runs_dir / entry["name"]
         if run_dir.exists() or read_json(source / TRAIN_STATE, {}).get("state", "").replace("_", " ") not in DONE:
             continue
         model = source / MODEL
@@ -495,7 +502,14 @@ def restore_runs(plan_file, published_dir, runs_dir=None) -> list[str]:
         partial.rename(run_dir)
         if commit := read_json(run_dir / MANIFEST, {}).get("git_commit"):
             pins[entry["name"]] = commit
+            write_json(runs_dir / PINS, pins)
         restored.append(entry["name"])
-    if restored:
-        write_json(runs_dir / PINS, pins)
     return restored
+
+
+def restored_exports(entry: dict, runs_dir) -> list[str]:
+    """The runs that ``entry`` learns from (``init_from``, ``teachers``) whose folders were
+    restored with a bfloat16 export instead of the trained float32 model."""
+    named = [entry.get("init_from")] + list(entry.get("teachers") or [])
+    return [name for name in named if name and read_json(Path(runs_dir) / name / RESTORED, {})
+            .get("model_precision") == "bfloat16"]

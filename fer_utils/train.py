@@ -183,6 +183,7 @@ def distillation_targets(images: np.ndarray, labels: np.ndarray, config: TrainCo
     back; its teachers are checked unchanged)."""
     path, parts = out / TEACHER_TARGETS, out / TEACHER_PARTS
     if path.exists():
+        shutil.rmtree(parts, ignore_errors=True)  # left by a run killed just after it saved the targets
         return _stored_targets(path, images)
     parts.mkdir(exist_ok=True)
     probabilities = []

@@ -23,6 +23,7 @@ from fer_utils.long_runs import (
     publish_model,
     reread_plan,
     restore_runs,
+    restored_exports,
     run_parallel,
     run_plan,
     status_table,
@@ -398,6 +399,14 @@ def test_finished_runs_lost_with_the_checkout_are_restored_from_their_published_
     assert next_run(load_plan(path), runs, set())["name"] == "b"  # its checkpoint was not published: anew
     assert not (runs / "b").exists() and not any((runs / "d").iterdir())
     assert restore_runs(path, published, runs) == []  # a second time: nothing left to restore
+    student = {"name": "s", "init_from": "a", "teachers": ["d", "a"]}
+    assert restored_exports(student, runs) == []  # a's model is float32, d was trained here
+    (runs / "a" / "restored.json").write_text(json.dumps({"model_precision": "bfloat16"}))
+    assert restored_exports(student, runs) == ["a", "a"]
+    with pytest.raises(DataError, match=r"elsewhere: no such folder of published runs"):
+        restore_runs(path, repo / "elsewhere", runs)
+    with RunLock(runs), pytest.raises(OptionError, match="the plan is running"):
+        restore_runs(path, published, runs)
     shutil.rmtree(runs / "a")
     (published / "a" / "model.keras").write_bytes(b"not a zip")
     with pytest.raises(DataError, match=r"published/a/model\.keras: not a readable Keras model file"):
