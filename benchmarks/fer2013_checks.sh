@@ -16,9 +16,14 @@ check() {  # check TITLE COMMAND...: the command and its output
     printf '```\n\n'
 }
 
+shopt -s nullglob
 published_runs=$(for model in $PUBLISHED/*/model.keras; do basename "$(dirname "$model")"; done)
+trained() {  # trained RUN: runs/RUN/model.keras is there and not a bfloat16 export
+    [ -f runs/$1/model.keras ] && "$PY" -c 'import sys; from fer_utils.long_runs import stored_precision
+sys.exit(stored_precision(sys.argv[1]) == "bfloat16")' runs/$1/model.keras
+}
 for run in vgg-wide-sgd vgg-wide-sgd-anneal vgg-wide-sgd-anneal-all vgg-wide-sgd-distill-all $published_runs; do
-    if [ ! -f runs/$run/model.keras ] || grep -qs '"model_precision": "bfloat16"' runs/$run/restored.json; then
+    if ! trained $run; then
         echo "runs/$run/model.keras: the trained float32 model is not on this machine (missing, or restored" \
              "as its bfloat16 export by long-runs restore); the committed checks.md keeps its figures" >&2
         exit 1

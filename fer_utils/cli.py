@@ -154,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--runs", help="folder of the run folders (default: runs/ of the project)")
     sub.add_argument("--write", metavar="DIR", help="status: also copy histories and the table into DIR")
     sub.add_argument("--published", metavar="DIR", default="reports/long-runs",
-                     help="restore: the folder that status --write filled (default: %(default)s)")
+                     help="restore: the folder that status --write filled; start warns about the finished "
+                          "runs there that have no folder here (default: %(default)s)")
     return parser
 
 
@@ -310,6 +311,10 @@ def cmd_long_runs(args) -> int:
     from fer_utils import long_runs  # noqa: PLC0415
     if args.action == "start":
         print(f"long runs started in the background; log: {long_runs.start_detached(args.plan, args.runs)}")
+        if missing := long_runs.unrestored_runs(args.plan, args.published, args.runs):
+            print(f"warning: {len(missing)} runs finished in {args.published} have no folder here and train again "
+                  f"({', '.join(missing)}); to keep them instead, stop the runner and `long-runs restore` first",
+                  file=sys.stderr)
     elif args.action == "run":
         return 1 if long_runs.run_plan(args.plan, args.runs, log=lambda line: print(line, flush=True)) else 0
     elif args.action == "restore":

@@ -13,6 +13,7 @@ import numpy as np
 import yaml
 
 from fer_utils import OptionError
+from fer_utils.runs import model_label
 
 #: The seed report's augmentation: rotation 10 degrees, 10% width/height shift, shear,
 #: 10% zoom, horizontal flip, ``nearest`` fill.
@@ -128,9 +129,20 @@ CHOICES = {"optimizer": ("adam", "adamw", "sgd"), "schedule": ("cosine", "platea
 
 def contradictions(saved: dict, given: dict) -> dict:
     """``{option: (given, saved)}`` for each option of ``given`` that a resumed run cannot
-    change: recorded in ``saved`` with another value, and not in :data:`RESUMABLE_CHANGES`."""
+    change: recorded in ``saved`` with another value, and not in :data:`RESUMABLE_CHANGES`.
+    The models a run learns from compare by run (:func:`~fer_utils.runs.model_label`), so a
+    moved checkout resumes its runs (their files are checked by hash where it matters)."""
     return {k: (given[k], saved[k]) for k in sorted(given)
-            if k in saved and k not in RESUMABLE_CHANGES and given[k] != saved[k]}
+            if k in saved and k not in RESUMABLE_CHANGES and _comparable(k, given[k]) != _comparable(k, saved[k])}
+
+
+def _comparable(option: str, value):
+    """``value`` of ``option`` as :func:`contradictions` compares it."""
+    if option == "init_from" and value:
+        return model_label(value)
+    if option == "teachers" and value:
+        return [model_label(teacher) for teacher in value]
+    return value
 
 
 def describe_contradictions(found: dict) -> str:

@@ -4,7 +4,8 @@ each from a pinned snapshot of the code it started with, resumed where it was ki
 ``configs/long-runs.yaml`` lists the runs in priority order; ``python -m fer_utils
 long-runs start`` trains each unfinished one in the background at low priority (``make
 long-runs``), ``long-runs status`` tells where each stands and ``--write DIR`` copies the
-histories and a status table into a folder that is committed.
+histories and a status table into a folder that is committed; on a new clone, ``long-runs
+restore`` recreates the finished runs' folders from that folder.
 """
 
 from __future__ import annotations
@@ -351,19 +352,23 @@ def start_detached(plan_file, runs_dir=None) -> Path:
     with log.open("a") as out:
         runner = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                   start_new_session=True, cwd=plan.root)
-    lower_session_priority(runner.pid)
+        if problem := lower_session_priority(runner.pid):
+            out.write(f"the runner's session keeps its CPU share beside other sessions ({problem})\n")
     return log
 
 
-def lower_session_priority(pid: int) -> None:
+def lower_session_priority(pid: int) -> str | None:
     """Give the session of process ``pid`` the lowest share of the CPU where the kernel groups
     processes by session ("autogroup" scheduling, on by default in many Linux systems): there
     ``nice`` counts only within a session, and a detached runner at nice 19 would still take
-    half the cores from the user's shell. Nothing to do elsewhere."""
+    half the cores from the user's shell. Nothing to do elsewhere; returns why it could not."""
+    group = Path(f"/proc/{pid}/autogroup")
     try:
-        Path(f"/proc/{pid}/autogroup").write_text("19")
-    except OSError:
-        pass
+        if group.exists():
+            group.write_text("19")
+    except OSError as error:
+        return f"{group}: {error.strerror}"
+    return None
 
 
 def status_table(plan_file, runs_dir=None):
@@ -413,6 +418,8 @@ def write_status(plan_file, out_dir, runs_dir=None) -> Path:
             if (run_dir / name).exists():
                 (published / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(run_dir / name, published / name)
+            elif run_dir.exists():  # an earlier attempt's file, from before the run restarted
+                (published / name).unlink(missing_ok=True)
         state = run_state(run_dir)
         if state not in DONE and (run_dir / TRAIN_STATE).exists():  # as the table says it, not as last written
             write_json(published / TRAIN_STATE, {**read_json(published / TRAIN_STATE), "state": state.replace(" ", "_"),
@@ -464,7 +471,7 @@ def stored_precision(model_file: Path) -> str:
     def policies(node):
         if isinstance(node, dict):
             if node.get("class_name") == "DTypePolicy":
-                yield node["config"]["name"]
+                yield node.get("config", {}).get("name")
             for value in node.values():
                 yield from policies(value)
         elif isinstance(node, list):
@@ -488,23 +495,53 @@ def restore_runs(plan_file, published_dir, runs_dir=None) -> list[str]:
         raise DataError(f"{published_dir}: no such folder of published runs (long-runs status --write fills it)")
     if (holder := lock_holder(runs_dir)) is not None:
         raise OptionError(f"{runs_dir}: the plan is running (process {holder.get('pid')}); restore before starting it")
-    pins, restored = read_json(runs_dir / PINS, {}), []
-    for entry in plan.runs:
-        source, run_dir = published_dir / entry["name"], runs_dir / entry["name"]
-        if run_dir.exists() or read_json(source / TRAIN_STATE, {}).get("state", "").replace("_", " ") not in DONE:
-            continue
-        model = source / MODEL
-        precision = stored_precision(model) if model.exists() else None
-        partial = run_dir.with_name(f".restoring-{entry['name']}")  # renamed once whole: never half a run
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.copytree(source, partial)
-        write_json(partial / RESTORED, {"from": str(source.resolve()), "model_precision": precision})
-        partial.rename(run_dir)
-        if commit := read_json(run_dir / MANIFEST, {}).get("git_commit"):
-            pins[entry["name"]] = commit
-            write_json(runs_dir / PINS, pins)
-        restored.append(entry["name"])
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    restored = []
+    with RunLock(runs_dir):  # the runner cannot start meanwhile
+        finished = _published_finished(plan, published_dir)
+        precisions = {entry["name"]: _published_precision(entry, published_dir / entry["name"] / MODEL)
+                      for entry in finished if not (runs_dir / entry["name"]).exists()}  # all checked first
+        pins = read_json(runs_dir / PINS, {})
+        for name in (entry["name"] for entry in finished):
+            source, run_dir = published_dir / name, runs_dir / name
+            if name in precisions:
+                partial = run_dir.with_name(f".restoring-{name}")  # renamed once whole: never half a run
+                shutil.rmtree(partial, ignore_errors=True)
+                shutil.copytree(source, partial)
+                write_json(partial / RESTORED, {"from": str(source.resolve()), "model_precision": precisions[name]})
+                partial.rename(run_dir)
+                restored.append(name)
+            commit = read_json(run_dir / MANIFEST, {}).get("git_commit")
+            if (run_dir / RESTORED).exists() and commit and name not in pins:  # also one a kill left unpinned
+                pins[name] = commit
+                write_json(runs_dir / PINS, pins)
     return restored
+
+
+def unrestored_runs(plan_file, published_dir, runs_dir=None) -> list[str]:
+    """The plan's runs finished in ``published_dir`` that have no folder here: the runner
+    would train them again (:func:`restore_runs` recreates them)."""
+    plan = load_plan(plan_file)
+    runs_dir = plan.runs_dir(runs_dir)
+    return [entry["name"] for entry in _published_finished(plan, plan.root / published_dir)
+            if not (runs_dir / entry["name"]).exists()]
+
+
+def _published_finished(plan: Plan, published_dir: Path) -> list[dict]:
+    """The plan's entries whose published copy in ``published_dir`` is of a finished run."""
+    return [entry for entry in plan.runs if read_json(published_dir / entry["name"] / TRAIN_STATE, {})
+            .get("state", "").replace("_", " ") in DONE]
+
+
+def _published_precision(entry: dict, model: Path) -> str | None:
+    """:func:`stored_precision` of a finished run's published model; None for a run that
+    publishes none, a named error when it is missing."""
+    if model.exists():
+        return stored_precision(model)
+    if entry.get("publish_model", True):
+        raise DataError(f"{model}: no such file, and {entry['name']} is finished: its model was not published "
+                        f"(long-runs status --write, where its run folder is); nothing restored")
+    return None
 
 
 def restored_exports(entry: dict, runs_dir) -> list[str]:

@@ -183,8 +183,9 @@ def distillation_targets(images: np.ndarray, labels: np.ndarray, config: TrainCo
     back; its teachers are checked unchanged)."""
     path, parts = out / TEACHER_TARGETS, out / TEACHER_PARTS
     if path.exists():
+        targets = _stored_targets(path, images)
         shutil.rmtree(parts, ignore_errors=True)  # left by a run killed just after it saved the targets
-        return _stored_targets(path, images)
+        return targets
     parts.mkdir(exist_ok=True)
     probabilities = []
     for k, teacher in enumerate(config.teachers):
