@@ -16,7 +16,10 @@ DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model" / "model.keras
 
 
 def load_model(path=None):
-    """A saved Keras model (default: the shipped one), with a named error when unusable."""
+    """A saved Keras model (default: the shipped one), with a named error when unusable. A
+    model that computes in bfloat16 (an export for inference, or saved under mixed_bfloat16)
+    computes in float32 where there is neither an accelerator nor a CPU with bf16 arithmetic:
+    emulated bf16 is about half as fast there (AVX2, ``benchmarks/bf16_inference.py``)."""
     import keras  # noqa: PLC0415 (TensorFlow loads only when a model is needed)
 
     path = Path(path) if path else DEFAULT_MODEL
@@ -36,7 +39,17 @@ def load_model(path=None):
     if model.output_shape[-1] != len(CLASSES):
         raise DataError(f"{path}: the model has {model.output_shape[-1]} outputs, not one per class "
                         f"({len(CLASSES)})")
-    return model
+    return fast_on_this_machine(model)
+
+
+def fast_on_this_machine(model):
+    """``model``, or a float32 copy of it (:func:`fer_utils.models.export_for_inference`) when
+    it computes in bfloat16 and this machine has no bf16 arithmetic."""
+    from fer_utils.models import export_for_inference  # noqa: PLC0415
+    from fer_utils.train import resolve_precision  # noqa: PLC0415
+
+    bf16 = any(layer.dtype_policy.compute_dtype == "bfloat16" for layer in model.layers)
+    return export_for_inference(model) if bf16 and resolve_precision("auto") == "float32" else model
 
 
 def face_probabilities(models, faces: np.ndarray, *, tta: int = 0, tta_mode: str = "random") -> np.ndarray:

@@ -105,6 +105,22 @@ def test_predict_cli_json_and_exit_codes(saved_model, tmp_path, capsys):
     assert "notes.txt: not a readable image" in captured.err and "photo.jpg: face at" in captured.out
 
 
+@pytest.mark.parametrize("bf16_cpu", [False, True])
+def test_a_bfloat16_model_computes_in_float32_only_where_the_cpu_lacks_bf16(saved_model, tmp_path, monkeypatch,
+                                                                           bf16_cpu):
+    from fer_utils import train
+    from fer_utils.models import export_for_inference
+
+    export_for_inference(load_model(saved_model), "bfloat16").save(tmp_path / "bf16.keras")
+    monkeypatch.setattr(train, "cpu_supports_bf16", lambda: bf16_cpu)
+    monkeypatch.setattr(train, "accelerator_present", lambda: False)
+    model = load_model(tmp_path / "bf16.keras")
+    convolution = next(layer for layer in model.layers if layer.weights)
+    assert (convolution.compute_dtype, convolution.weights[0].dtype) == (("bfloat16",) * 2 if bf16_cpu
+                                                                        else ("float32",) * 2)
+    assert load_model(saved_model).layers[1].compute_dtype == "float32"  # a float32 model stays as it is
+
+
 def test_missing_model_is_a_named_error(tmp_path, capsys):
     with pytest.raises(DataError, match=r"nope\.keras: model file not found"):
         load_model(tmp_path / "nope.keras")
