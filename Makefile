@@ -46,12 +46,13 @@ calibration: venv
 long-runs: venv
 	$(PY) -m fer_utils long-runs start
 
-# Where the long runs stand; copies their histories and the table into reports/long-runs/.
+# Where the long runs stand; copies their histories, the table, finished models and what a
+# stopped unfinished run needs to go on into reports/long-runs/ (stop the runner first).
 long-runs-status: venv
 	$(PY) -m fer_utils long-runs status --write reports/long-runs
 
-# A new clone: recreate the finished runs' folders from reports/long-runs/ (the runner then
-# trains only the unfinished ones).
+# A new clone: recreate the folders of the finished and the stopped runs from reports/long-runs/
+# (the runner then trains only the unfinished ones, from where they stopped).
 long-runs-restore: venv
 	$(PY) -m fer_utils long-runs restore
 

@@ -149,13 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
                   "the finished runs a new clone lacks.")
     sub.add_argument("action", choices=("start", "run", "status", "restore"),
                      help="start: in the background at low priority; run: in the foreground; status: a table; "
-                          "restore: recreate the folders of finished runs this checkout lacks from --published")
+                          "restore: recreate the folders of finished and stopped runs this checkout lacks "
+                          "from --published")
     sub.add_argument("--plan", default="configs/long-runs.yaml", help="plan file (default: %(default)s)")
     sub.add_argument("--runs", help="folder of the run folders (default: runs/ of the project)")
-    sub.add_argument("--write", metavar="DIR", help="status: also copy histories and the table into DIR")
+    sub.add_argument("--write", metavar="DIR", help="status: also copy histories, the table, finished models and "
+                                                       "what stopped runs need to go on into DIR")
     sub.add_argument("--published", metavar="DIR", default="reports/long-runs",
-                     help="restore: the folder that status --write filled; start warns about the finished "
-                          "runs there that have no folder here (default: %(default)s)")
+                     help="restore: the folder that status --write filled; start warns about the runs there "
+                          "that have no folder here (default: %(default)s)")
     return parser
 
 
@@ -312,14 +314,16 @@ def cmd_long_runs(args) -> int:
     if args.action == "start":
         print(f"long runs started in the background; log: {long_runs.start_detached(args.plan, args.runs)}")
         if missing := long_runs.unrestored_runs(args.plan, args.published, args.runs):
-            print(f"warning: {len(missing)} runs finished in {args.published} have no folder here and train again "
-                  f"({', '.join(missing)}); to keep them instead, stop the runner and `long-runs restore` first",
+            print(f"warning: {len(missing)} runs published in {args.published} (finished, or stopped to go on) have "
+                  f"no folder here and train from the start ({', '.join(missing)}); to keep them instead, stop the "
+                  f"runner and `long-runs restore` first",
                   file=sys.stderr)
     elif args.action == "run":
         return 1 if long_runs.run_plan(args.plan, args.runs, log=lambda line: print(line, flush=True)) else 0
     elif args.action == "restore":
         restored = long_runs.restore_runs(args.plan, args.published, args.runs)
-        print(f"restored {len(restored)} finished runs from {args.published}: {', '.join(restored) or 'none'}")
+        print(f"restored {len(restored)} runs (finished, or stopped to go on) from {args.published}: "
+              f"{', '.join(restored) or 'none'}")
     else:
         print(long_runs.status_table(args.plan, args.runs).to_string(index=False))
         if args.write:

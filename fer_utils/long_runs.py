@@ -4,8 +4,9 @@ each from a pinned snapshot of the code it started with, resumed where it was ki
 ``configs/long-runs.yaml`` lists the runs in priority order; ``python -m fer_utils
 long-runs start`` trains each unfinished one in the background at low priority (``make
 long-runs``), ``long-runs status`` tells where each stands and ``--write DIR`` copies the
-histories and a status table into a folder that is committed; on a new clone, ``long-runs
-restore`` recreates the finished runs' folders from that folder.
+histories and a status table into a folder that is committed, with the finished runs' models
+and what a stopped unfinished run needs to go on; on a new clone, ``long-runs restore``
+recreates those runs' folders from that folder.
 """
 
 from __future__ import annotations
@@ -26,12 +27,16 @@ from fer_utils import DataError, OptionError
 from fer_utils.config import TrainConfig, contradictions, read_yaml, typed
 from fer_utils.report import markdown_table
 from fer_utils.runs import (
+    BACKUP,
     FIGURES_DIR,
     HISTORY,
     MANIFEST,
     MODEL,
     PINNED_COMMIT,
+    SPLIT,
     STATUS,
+    TEACHER_PARTS,
+    TEACHER_TARGETS,
     TRAIN_CONFIG,
     TRAIN_STATE,
     RunLock,
@@ -55,6 +60,12 @@ PLAN_ONLY = ("name", "about", "publish_model")
 PINNED_PATHS = ("fer_utils", "pyproject.toml")
 #: Files of each run copied by ``status --write``.
 PUBLISHED = (HISTORY, TRAIN_CONFIG, TRAIN_STATE, MANIFEST, f"{FIGURES_DIR}/learning_curves.png")
+#: What a stopped unfinished run needs to go on where it stopped, on another clone: ``status
+#: --write`` copies these files of its folder into ``<run>/resume/`` (its checkpoint, best model,
+#: split and teachers' targets: no image), and ``restore`` makes that copy the run's folder.
+RESUMED = (HISTORY, TRAIN_CONFIG, TRAIN_STATE, MANIFEST, SPLIT, MODEL, BACKUP, BACKUP + ".old",
+           TEACHER_TARGETS, TEACHER_PARTS)
+RESUME_DIR = "resume"
 #: The largest model file published as it is; a larger one is published as a bfloat16 export
 #: (half the size; issue: committed models of at most 16 MB).
 MAX_MODEL_BYTES = 16_000_000
@@ -406,7 +417,9 @@ def write_status(plan_file, out_dir, runs_dir=None) -> Path:
     """Copy each run's history, config, state, manifest and learning curves (and, once it
     is finished, its model: :func:`publish_model`) into ``out_dir/<run>/`` and write
     ``out_dir/status.md``; returns the status file. An unfinished run's published state
-    is the table's (``interrupted``, for one whose process was killed) with its epochs done."""
+    is the table's (``interrupted``, for one whose process was killed) with its epochs done;
+    once its process has stopped, what it needs to go on is published too
+    (:func:`publish_resume_state`); a running run's earlier copy is left as it is."""
     plan = load_plan(plan_file)
     runs_dir = plan.runs_dir(runs_dir)
     out_dir = Path(out_dir)
@@ -427,17 +440,39 @@ def write_status(plan_file, out_dir, runs_dir=None) -> Path:
         if state in DONE and entry.get("publish_model", True):
             precision = publish_model(run_dir / MODEL, published / MODEL)
             exported += [entry["name"]] if precision == "bfloat16" else []
+        if state in DONE or (run_dir.exists() and not (run_dir / MANIFEST).exists()):  # nothing to go on from
+            shutil.rmtree(published / RESUME_DIR, ignore_errors=True)
+        elif state not in ("running", "not started"):
+            publish_resume_state(run_dir, published / RESUME_DIR)
     status = out_dir / STATUS
     status.parent.mkdir(parents=True, exist_ok=True)
     about = "\n".join(f"- **{e['name']}**: {e.get('about', '')}" for e in plan.runs)
     exports = (f"Published as bfloat16 exports (float32 over {MAX_MODEL_BYTES / 1e6:.0f} MB): "
                f"{', '.join(exported)}.\n\n" if exported else "")
+    resumable = [e["name"] for e in plan.runs if (out_dir / e["name"] / RESUME_DIR / MANIFEST).exists()]
+    exports += (f"Unfinished, published with what they need to go on where they stopped (`long-runs restore` on "
+                f"a new clone): {', '.join(resumable)}.\n\n" if resumable else "")
     shown = Path(plan_file).resolve()
     shown = shown.relative_to(plan.root) if shown.is_relative_to(plan.root) else shown.name
     status.write_text(f"# Long runs: status\n\nPlan: `{shown}`. Regenerate with "
                       f"`python -m fer_utils long-runs status --write {out_dir}`.\n\n"
                       + "\n".join(markdown_table(table.columns, table.values)) + f"\n\n{exports}{about}\n")
     return status
+
+
+def publish_resume_state(run_dir: Path, target: Path) -> None:
+    """Copy the files of a stopped run that a resume reads (:data:`RESUMED`) into ``target``,
+    replacing an earlier copy whole (written beside it, then swapped in)."""
+    new = target.with_name(target.name + ".new")
+    shutil.rmtree(new, ignore_errors=True)
+    new.mkdir(parents=True)
+    for name in RESUMED:
+        if (run_dir / name).is_dir():
+            shutil.copytree(run_dir / name, new / name)
+        elif (run_dir / name).exists():
+            shutil.copy2(run_dir / name, new / name)
+    shutil.rmtree(target, ignore_errors=True)
+    new.rename(target)
 
 
 def publish_model(source: Path, target: Path, max_bytes: int = MAX_MODEL_BYTES) -> str | None:
@@ -482,13 +517,14 @@ def stored_precision(model_file: Path) -> str:
 
 
 def restore_runs(plan_file, published_dir, runs_dir=None) -> list[str]:
-    """Recreate the folders of the plan's finished runs that this checkout lacks (a new clone,
-    a lost ``runs/``) from their published copies (``status --write``), so that the runner
-    does not train them again and the runs that learn from them find their models; returns
-    their names. A restored run holds the published model (a bfloat16 export where the float32
-    one was over the size limit; ``restored.json`` says which) and is pinned to the commit its
-    manifest records. Unfinished runs are not restored: their checkpoints are not published,
-    so they start anew."""
+    """Recreate the folders of the plan's runs that this checkout lacks (a new clone, a lost
+    ``runs/``) from their published copies (``status --write``), so that the runner does not
+    train finished runs again, the runs that learn from them find their models, and a stopped
+    unfinished run goes on where it stopped; returns their names. A restored finished run holds
+    the published model (a bfloat16 export where the float32 one was over the size limit;
+    ``restored.json`` says which), an unfinished one its published ``resume/`` copy; each is
+    pinned to the commit its manifest records. An unfinished run published without that copy
+    (it was running) starts anew."""
     plan = load_plan(plan_file)
     runs_dir, published_dir = plan.runs_dir(runs_dir), plan.root / published_dir
     if not published_dir.is_dir():
@@ -498,17 +534,19 @@ def restore_runs(plan_file, published_dir, runs_dir=None) -> list[str]:
     runs_dir.mkdir(parents=True, exist_ok=True)
     restored = []
     with RunLock(runs_dir):  # the runner cannot start meanwhile
-        finished = _published_finished(plan, published_dir)
-        precisions = {entry["name"]: _published_precision(entry, published_dir / entry["name"] / MODEL)
-                      for entry in finished if not (runs_dir / entry["name"]).exists()}  # all checked first
+        sources = _published_runs(plan, published_dir)
+        records = {name: {"from": str(source.resolve()), **(
+                       {"model_precision": _published_precision(entry, source / MODEL)} if source.name == entry["name"]
+                       else {"resumes_after_epoch": len(read_history(source))})}
+                   for name, (entry, source) in sources.items() if not (runs_dir / name).exists()}  # all checked first
         pins = read_json(runs_dir / PINS, {})
-        for name in (entry["name"] for entry in finished):
-            source, run_dir = published_dir / name, runs_dir / name
-            if name in precisions:
+        for name, (_, source) in sources.items():
+            run_dir = runs_dir / name
+            if name in records:
                 partial = run_dir.with_name(f".restoring-{name}")  # renamed once whole: never half a run
                 shutil.rmtree(partial, ignore_errors=True)
-                shutil.copytree(source, partial)
-                write_json(partial / RESTORED, {"from": str(source.resolve()), "model_precision": precisions[name]})
+                shutil.copytree(source, partial, ignore=shutil.ignore_patterns(RESUME_DIR))
+                write_json(partial / RESTORED, records[name])
                 partial.rename(run_dir)
                 restored.append(name)
             commit = read_json(run_dir / MANIFEST, {}).get("git_commit")
@@ -519,18 +557,24 @@ def restore_runs(plan_file, published_dir, runs_dir=None) -> list[str]:
 
 
 def unrestored_runs(plan_file, published_dir, runs_dir=None) -> list[str]:
-    """The plan's runs finished in ``published_dir`` that have no folder here: the runner
-    would train them again (:func:`restore_runs` recreates them)."""
+    """The plan's runs in ``published_dir``, finished or published to go on, that have no
+    folder here: the runner would train them from the start (:func:`restore_runs` recreates them)."""
     plan = load_plan(plan_file)
     runs_dir = plan.runs_dir(runs_dir)
-    return [entry["name"] for entry in _published_finished(plan, plan.root / published_dir)
-            if not (runs_dir / entry["name"]).exists()]
+    return [name for name in _published_runs(plan, plan.root / published_dir) if not (runs_dir / name).exists()]
 
 
-def _published_finished(plan: Plan, published_dir: Path) -> list[dict]:
-    """The plan's entries whose published copy in ``published_dir`` is of a finished run."""
-    return [entry for entry in plan.runs if read_json(published_dir / entry["name"] / TRAIN_STATE, {})
-            .get("state", "").replace("_", " ") in DONE]
+def _published_runs(plan: Plan, published_dir: Path) -> dict[str, tuple[dict, Path]]:
+    """The plan's runs that ``published_dir`` can recreate, each with its entry and the folder
+    to copy: ``<run>/`` for a finished run, ``<run>/resume/`` for a stopped unfinished one."""
+    runs = {}
+    for entry in plan.runs:
+        published = published_dir / entry["name"]
+        if read_json(published / TRAIN_STATE, {}).get("state", "").replace("_", " ") in DONE:
+            runs[entry["name"]] = (entry, published)
+        elif (published / RESUME_DIR / MANIFEST).exists():
+            runs[entry["name"]] = (entry, published / RESUME_DIR)
+    return runs
 
 
 def _published_precision(entry: dict, model: Path) -> str | None:

@@ -26,6 +26,13 @@ MANIFEST, HISTORY, MODEL = "manifest.json", "history.csv", "model.keras"
 TRAIN_CONFIG, TRAIN_STATE, SPLIT = "train_config.json", "train_state.json", "split.npz"
 METRICS, TRAINING, PREPARED = "metrics.json", "training.json", "data/prepared.npz"
 FER_PACKAGE, DISCUSSION, CHECKS = "fer_package.json", "discussion.md", "checks.md"
+#: A training run's last complete checkpoint (``backup/``, or ``backup.old/`` after a kill
+#: between the two renames that replace it), for a resume.
+BACKUP = "backup"
+#: The distillation targets of a run with teachers, computed once (``(n, 7)`` or ``(views, n, 7)``),
+#: and each teacher's probabilities (``<k>.npy``), kept while the targets are computed, so that an
+#: interrupted run loses at most the teacher it was labelling with.
+TEACHER_TARGETS, TEACHER_PARTS = "teacher_targets.npy", "teacher_targets.parts"
 #: A pipeline run's folders of figures and executed notebooks, and its report.
 FIGURES_DIR, NOTEBOOKS_DIR, REPORT_MD, REPORT_HTML = "figures", "notebooks", "report.md", "report.html"
 #: The long-run plan's status table.

@@ -24,10 +24,13 @@ from fer_utils.config import TrainConfig, contradictions, describe_contradiction
 from fer_utils.models import DEFAULT_CHANNELS, build_model, check_model_options
 from fer_utils.prepare import Prepared
 from fer_utils.runs import (
+    BACKUP,
     HISTORY,
     MANIFEST,
     MODEL,
     SPLIT,
+    TEACHER_PARTS,
+    TEACHER_TARGETS,
     TRAIN_CONFIG,
     TRAIN_STATE,
     TRAINING,
@@ -48,12 +51,6 @@ from fer_utils.runs import (
 )
 from fer_utils.tta import augmented_copy, copy_seed
 
-BACKUP = "backup"
-#: The distillation targets of a run with teachers, computed once (``(n, 7)`` or ``(views, n, 7)``).
-TEACHER_TARGETS = "teacher_targets.npy"
-#: Each teacher's probabilities (``<k>.npy``), kept while the targets are computed, so that an
-#: interrupted run loses at most the teacher it was labelling with.
-TEACHER_PARTS = "teacher_targets.parts"
 #: Final states (``train_state.json``); ``time_budget`` runs can be resumed, the others are done.
 FINISHED = {"completed": "its planned epochs are done", "early_stopped": "early stopping ended it"}
 

@@ -192,13 +192,22 @@ def test_killed_plan_resumes_on_its_pinned_code_with_the_history_of_an_uninterru
     time.sleep(1)
     status = long_runs(repo, "status", "--plan", str(plan)).stdout
     assert "first interrupted" in " ".join(status.split()) and "not started" in status, status
+    published = repo / "published"  # what a session commits before it ends
+    assert long_runs(repo, "status", "--plan", str(plan), "--write", str(published)).returncode == 0
+    assert (published / "first" / "resume" / "backup" / "variables.npz").exists()
     train_py = repo / "fer_utils" / "train.py"  # the work tree changes; the runs must not notice
     train_py.write_text('raise SystemExit("the work tree\'s code ran")\n' + train_py.read_text())
     resumed = long_runs(repo, "run", "--plan", str(plan))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "first: resuming on code" in resumed.stdout and "second: starting on code" in resumed.stdout
-    for name in ("first", "second"):
-        expected, history = (pd.read_csv(folder / name / "history.csv") for folder in (repo / "reference", runs))
+    clone = repo / "new-clone-runs"  # a new clone, without runs/: restored from what was published
+    restored = long_runs(repo, "restore", "--plan", str(plan), "--runs", str(clone), "--published", str(published))
+    assert restored.returncode == 0 and restored.stdout.endswith(": first\n"), restored.stdout + restored.stderr
+    assert json.loads((clone / "first" / "restored.json").read_text())["resumes_after_epoch"] >= 2
+    resumed = long_runs(repo, "run", "--plan", str(plan), "--runs", str(clone))
+    assert "first: resuming on code" in resumed.stdout, resumed.stdout + resumed.stderr
+    for name, folder in (("first", runs), ("second", runs), ("first", clone)):
+        expected, history = (pd.read_csv(f / name / "history.csv") for f in (repo / "reference", folder))
         assert list(history["epoch"]) == list(expected["epoch"])
         pd.testing.assert_frame_equal(history.drop(columns="seconds"), expected.drop(columns="seconds"),
                                       rtol=1e-4, atol=1e-6)
@@ -208,7 +217,7 @@ def test_killed_plan_resumes_on_its_pinned_code_with_the_history_of_an_uninterru
     assert status.returncode == 0 and status.stdout.count(commit[:12]) == 2
     assert "interrupted" not in status.stdout and "running" not in status.stdout
     table = (repo / "published" / "status.md").read_text()
-    assert "| first | completed | 25/25 |" in table
+    assert "| first | completed | 25/25 |" in table and not (published / "first" / "resume").exists()
     assert (repo / "published" / "second" / "history.csv").read_text() == (runs / "second" / "history.csv").read_text()
     assert (repo / "published" / "first" / "model.keras").exists()
     assert not (repo / "published" / "second" / "model.keras").exists()  # publish_model: false
@@ -394,6 +403,31 @@ def test_a_model_over_the_size_limit_is_published_as_a_bfloat16_export(tmp_path)
     assert publish_model(source, tmp_path / "copy.keras", max_bytes=1000) == "bfloat16"  # the copy is over it now
 
 
+def test_a_stopped_run_is_published_with_what_it_needs_to_go_on_and_a_running_or_finished_one_is_not(repo):
+    runs, published = repo / "runs", repo / "published"
+    path = write_plan(repo, [{"name": "a", **TINY}])
+    run, resume = runs / "a", published / "a" / "resume"
+    (run / "teacher_targets.parts").mkdir(parents=True)
+    (run / "teacher_targets.parts" / "0.npy").write_bytes(b"teacher 0")
+    (run / "manifest.json").write_text("{}")
+    (run / "train_state.json").write_text(json.dumps({"state": "running", "epochs_done": 0}))
+    with RunLock(run):
+        write_status(path, published, runs)
+    assert not resume.exists() and "Unfinished, published" not in (published / "status.md").read_text()
+    write_status(path, published, runs)  # its process stopped
+    assert sorted(str(p.relative_to(resume)) for p in resume.rglob("*")) == [
+        "manifest.json", "teacher_targets.parts", "teacher_targets.parts/0.npy", "train_state.json"]
+    assert "Unfinished, published with what they need to go on where they stopped" in (
+        published / "status.md").read_text()
+    shutil.rmtree(run / "teacher_targets.parts")  # it went on: the targets are whole
+    (run / "teacher_targets.npy").write_bytes(b"targets")
+    write_status(path, published, runs)
+    assert sorted(p.name for p in resume.iterdir()) == ["manifest.json", "teacher_targets.npy", "train_state.json"]
+    (run / "train_state.json").write_text(json.dumps({"state": "completed"}))
+    write_status(path, published, runs)
+    assert not resume.exists() and (published / "a" / "manifest.json").exists()
+
+
 def test_finished_runs_lost_with_the_checkout_are_restored_from_their_published_copies(repo):
     from fer_utils.models import build_model  # noqa: PLC0415 (keras only for this test)
 
@@ -443,7 +477,7 @@ def test_a_restore_checks_every_published_model_first_and_is_whole_or_not_at_all
     assert long_runs.unrestored_runs(path, published, runs) == ["a", "e"]
     monkeypatch.setattr(long_runs, "start_detached", lambda plan, runs_dir: runs / "long-runs.log")
     assert main(["long-runs", "start", "--plan", str(path), "--runs", str(runs), "--published", str(published)]) == 0
-    assert "warning: 2 runs finished in " in capsys.readouterr().err
+    assert "warning: 2 runs published in " in capsys.readouterr().err
     monkeypatch.undo()
     with pytest.raises(DataError, match=r"published/e/model\.keras: no such file, and e is finished: its model "
                                         r"was not published .*; nothing restored"):
