@@ -8,7 +8,7 @@ DATA ?=
 OUT ?=
 FER2013 ?= ../shared/data/fer2013.zip
 
-.PHONY: venv lint default-model report fer2013 fer2013-checks calibration long-runs long-runs-status long-runs-restore device-pack device-rehearsal test lab notebooks benchmark benchmark-fer clean
+.PHONY: venv lint default-model report fer2013 fer2013-checks calibration long-runs long-runs-stop long-runs-status long-runs-restore device-pack device-rehearsal test lab notebooks benchmark benchmark-fer clean
 
 venv: $(VENV)/.installed
 
@@ -45,6 +45,10 @@ calibration: venv
 # priority, each from its pinned code, resumed where it stopped (log: runs/long-runs.log).
 long-runs: venv
 	$(PY) -m fer_utils long-runs start
+
+# Stop the runner (its run resumes from its last checkpoint at the next make long-runs).
+long-runs-stop: venv
+	$(PY) -m fer_utils long-runs stop
 
 # Where the long runs stand; copies their histories, the table, finished models and what a
 # stopped unfinished run needs to go on into reports/long-runs/ (stop the runner first).

@@ -5,7 +5,8 @@ trained one does, on the same FER2013 images.
 
 Prints both accuracies, how often the two predict the same class, and the exported model's
 accuracy minus the trained one's with a paired bootstrap 95% interval (blank images left out,
-as `python -m fer_utils evaluate` does).
+as `python -m fer_utils evaluate` does). Where the CPU has no bf16 arithmetic, `load_model`
+computes a bfloat16 export in float32: the check then measures the rounding of its weights only.
 """
 
 import argparse

@@ -147,8 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("long-runs", cmd_long_runs, "Train the runs of a plan one after another, each from "
                   "its pinned code, resuming where they stopped; show where they stand; or restore "
                   "the finished runs a new clone lacks.")
-    sub.add_argument("action", choices=("start", "run", "status", "restore"),
-                     help="start: in the background at low priority; run: in the foreground; status: a table; "
+    sub.add_argument("action", choices=("start", "stop", "run", "status", "restore"),
+                     help="start: in the background at low priority; stop: the runner started so (its run "
+                          "resumes from its last checkpoint); run: in the foreground; status: a table; "
                           "restore: recreate the folders of finished and stopped runs this checkout lacks "
                           "from --published")
     sub.add_argument("--plan", default="configs/long-runs.yaml", help="plan file (default: %(default)s)")
@@ -318,6 +319,9 @@ def cmd_long_runs(args) -> int:
                   f"no folder here and train from the start ({', '.join(missing)}); to keep them instead, stop the "
                   f"runner and `long-runs restore` first",
                   file=sys.stderr)
+    elif args.action == "stop":
+        pid = long_runs.stop_runner(args.plan, args.runs)
+        print(f"stopped the runner (process {pid})" if pid else "no runner was running")
     elif args.action == "run":
         return 1 if long_runs.run_plan(args.plan, args.runs, log=lambda line: print(line, flush=True)) else 0
     elif args.action == "restore":

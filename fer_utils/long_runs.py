@@ -3,7 +3,7 @@ each from a pinned snapshot of the code it started with, resumed where it was ki
 
 ``configs/long-runs.yaml`` lists the runs in priority order; ``python -m fer_utils
 long-runs start`` trains each unfinished one in the background at low priority (``make
-long-runs``), ``long-runs status`` tells where each stands and ``--write DIR`` copies the
+long-runs``; ``long-runs stop`` stops it), ``long-runs status`` tells where each stands and ``--write DIR`` copies the
 histories and a status table into a folder that is committed, with the finished runs' models
 and what a stopped unfinished run needs to go on; on a new clone, ``long-runs restore``
 recreates those runs' folders from that folder.
@@ -40,6 +40,7 @@ from fer_utils.runs import (
     TRAIN_CONFIG,
     TRAIN_STATE,
     RunLock,
+    find_backup,
     lock_holder,
     read_history,
     read_json,
@@ -61,10 +62,10 @@ PINNED_PATHS = ("fer_utils", "pyproject.toml")
 #: Files of each run copied by ``status --write``.
 PUBLISHED = (HISTORY, TRAIN_CONFIG, TRAIN_STATE, MANIFEST, f"{FIGURES_DIR}/learning_curves.png")
 #: What a stopped unfinished run needs to go on where it stopped, on another clone: ``status
-#: --write`` copies these files of its folder into ``<run>/resume/`` (its checkpoint, best model,
-#: split and teachers' targets: no image), and ``restore`` makes that copy the run's folder.
-RESUMED = (HISTORY, TRAIN_CONFIG, TRAIN_STATE, MANIFEST, SPLIT, MODEL, BACKUP, BACKUP + ".old",
-           TEACHER_TARGETS, TEACHER_PARTS)
+#: --write`` copies these files of its folder into ``<run>/resume/`` (with its last complete
+#: checkpoint, and its best model so far when it validates: no image), and ``restore`` makes that
+#: copy the run's folder.
+RESUMED = (TRAIN_CONFIG, TRAIN_STATE, MANIFEST, SPLIT, TEACHER_TARGETS, TEACHER_PARTS, HISTORY)
 RESUME_DIR = "resume"
 #: The largest model file published as it is; a larger one is published as a bfloat16 export
 #: (half the size; issue: committed models of at most 16 MB).
@@ -368,6 +369,30 @@ def start_detached(plan_file, runs_dir=None) -> Path:
     return log
 
 
+def stop_runner(plan_file, runs_dir=None, wait: float = 120.0) -> int | None:
+    """Stop the plan's runner started by :func:`start_detached` and the training it runs
+    (SIGTERM to its process group: the run keeps its last checkpoint and resumes from it);
+    returns its process id once its lock is released, None when none was running. An
+    :class:`OptionError` when it is still running after ``wait`` seconds."""
+    import signal  # noqa: PLC0415
+
+    runs_dir = load_plan(plan_file).runs_dir(runs_dir)
+    holder = lock_holder(runs_dir)
+    if holder is None:
+        return None
+    try:
+        os.killpg(holder["pid"], signal.SIGTERM)
+    except ProcessLookupError:  # it ended meanwhile
+        return holder["pid"]
+    deadline = time.monotonic() + wait
+    while lock_holder(runs_dir) is not None:
+        if time.monotonic() > deadline:
+            raise OptionError(f"{runs_dir}: the runner (process {holder['pid']}) still runs {wait:.0f} s after "
+                              f"SIGTERM; stop it with kill -KILL -- -{holder['pid']}")
+        time.sleep(0.5)
+    return holder["pid"]
+
+
 def lower_session_priority(pid: int) -> str | None:
     """Give the session of process ``pid`` the lowest share of the CPU where the kernel groups
     processes by session ("autogroup" scheduling, on by default in many Linux systems): there
@@ -424,6 +449,7 @@ def write_status(plan_file, out_dir, runs_dir=None) -> Path:
     runs_dir = plan.runs_dir(runs_dir)
     out_dir = Path(out_dir)
     table = status_table(plan_file, runs_dir)
+    runner = lock_holder(runs_dir)  # while it runs, a run may be writing what a resume reads
     exported = []
     for entry in plan.runs:
         run_dir, published = runs_dir / entry["name"], out_dir / entry["name"]
@@ -440,10 +466,12 @@ def write_status(plan_file, out_dir, runs_dir=None) -> Path:
         if state in DONE and entry.get("publish_model", True):
             precision = publish_model(run_dir / MODEL, published / MODEL)
             exported += [entry["name"]] if precision == "bfloat16" else []
-        if state in DONE or (run_dir.exists() and not (run_dir / MANIFEST).exists()):  # nothing to go on from
-            shutil.rmtree(published / RESUME_DIR, ignore_errors=True)
-        elif state not in ("running", "not started"):
-            publish_resume_state(run_dir, published / RESUME_DIR)
+        resume = published / RESUME_DIR
+        started = read_json(run_dir / MANIFEST, {}).get("created")
+        if state in DONE or (run_dir.exists() and read_json(resume / MANIFEST, {}).get("created") != started):
+            shutil.rmtree(resume, ignore_errors=True)  # nothing to go on from, or an earlier attempt's
+        if state not in (*DONE, "running", "not started") and started and runner is None:
+            publish_resume_state(run_dir, resume)
     status = out_dir / STATUS
     status.parent.mkdir(parents=True, exist_ok=True)
     about = "\n".join(f"- **{e['name']}**: {e.get('about', '')}" for e in plan.runs)
@@ -452,6 +480,8 @@ def write_status(plan_file, out_dir, runs_dir=None) -> Path:
     resumable = [e["name"] for e in plan.runs if (out_dir / e["name"] / RESUME_DIR / MANIFEST).exists()]
     exports += (f"Unfinished, published with what they need to go on where they stopped (`long-runs restore` on "
                 f"a new clone): {', '.join(resumable)}.\n\n" if resumable else "")
+    exports += (f"The runner was running (process {runner.get('pid')}): stop it (`long-runs stop`) and write "
+                f"this again to publish where its runs stopped.\n\n" if runner is not None else "")
     shown = Path(plan_file).resolve()
     shown = shown.relative_to(plan.root) if shown.is_relative_to(plan.root) else shown.name
     status.write_text(f"# Long runs: status\n\nPlan: `{shown}`. Regenerate with "
@@ -461,16 +491,23 @@ def write_status(plan_file, out_dir, runs_dir=None) -> Path:
 
 
 def publish_resume_state(run_dir: Path, target: Path) -> None:
-    """Copy the files of a stopped run that a resume reads (:data:`RESUMED`) into ``target``,
-    replacing an earlier copy whole (written beside it, then swapped in)."""
+    """Copy the files of a stopped run that a resume reads into ``target``: :data:`RESUMED`,
+    its complete checkpoint (as ``backup/``) and, when it validates, its best model so far
+    (without validation the next epoch writes it); an earlier copy is replaced whole (written
+    beside it, then swapped in)."""
     new = target.with_name(target.name + ".new")
     shutil.rmtree(new, ignore_errors=True)
     new.mkdir(parents=True)
-    for name in RESUMED:
+    copies = {name: name for name in RESUMED}
+    if backup := find_backup(run_dir):
+        copies[backup.name] = BACKUP
+    if "val_accuracy" in read_history(run_dir):
+        copies[MODEL] = MODEL
+    for name, copy in copies.items():
         if (run_dir / name).is_dir():
-            shutil.copytree(run_dir / name, new / name)
+            shutil.copytree(run_dir / name, new / copy)
         elif (run_dir / name).exists():
-            shutil.copy2(run_dir / name, new / name)
+            shutil.copy2(run_dir / name, new / copy)
     shutil.rmtree(target, ignore_errors=True)
     new.rename(target)
 
@@ -535,10 +572,8 @@ def restore_runs(plan_file, published_dir, runs_dir=None) -> list[str]:
     restored = []
     with RunLock(runs_dir):  # the runner cannot start meanwhile
         sources = _published_runs(plan, published_dir)
-        records = {name: {"from": str(source.resolve()), **(
-                       {"model_precision": _published_precision(entry, source / MODEL)} if source.name == entry["name"]
-                       else {"resumes_after_epoch": len(read_history(source))})}
-                   for name, (entry, source) in sources.items() if not (runs_dir / name).exists()}  # all checked first
+        records = {name: _restore_record(entry, source, published_dir)  # all checked before any is restored
+                   for name, (entry, source) in sources.items() if not (runs_dir / name).exists()}
         pins = read_json(runs_dir / PINS, {})
         for name, (_, source) in sources.items():
             run_dir = runs_dir / name
@@ -554,6 +589,15 @@ def restore_runs(plan_file, published_dir, runs_dir=None) -> list[str]:
                 pins[name] = commit
                 write_json(runs_dir / PINS, pins)
     return restored
+
+
+def _restore_record(entry: dict, source: Path, published_dir: Path) -> dict:
+    """What ``restored.json`` says of a run restored from ``source``: the published model's
+    precision for a finished run, the epochs its checkpoint holds for a stopped one."""
+    if source.parent == published_dir:
+        return {"from": str(source.resolve()), "model_precision": _published_precision(entry, source / MODEL)}
+    return {"from": str(source.resolve()),
+            "resumes_after_epoch": read_json(source / BACKUP / "state.json", {}).get("epoch", 0)}
 
 
 def unrestored_runs(plan_file, published_dir, runs_dir=None) -> list[str]:

@@ -43,6 +43,15 @@ SWEEP, SWEEP_DIR = "sweep.json", "sweep"
 KEPT_ON_REPLACE = (DISCUSSION, FER_PACKAGE, CHECKS)
 
 
+def find_backup(out) -> Path | None:
+    """The complete backup of a run folder (``backup/``, or ``backup.old/`` when a kill fell
+    between the two renames of :class:`fer_utils.train.RunCheckpoint`), if any."""
+    for name in (BACKUP, BACKUP + ".old"):
+        if (Path(out) / name / "state.json").exists():
+            return Path(out) / name
+    return None
+
+
 def model_dir(run_dir, name: str | None = None) -> Path:
     """A training run folder: ``run_dir`` itself, or model ``name``'s folder in a pipeline run."""
     return Path(run_dir) / "models" / name if name else Path(run_dir)

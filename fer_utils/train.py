@@ -37,6 +37,7 @@ from fer_utils.runs import (
     RunFinishedError,
     RunLock,
     claim_run_dir,
+    find_backup,
     model_dir,
     model_label,
     model_path,
@@ -331,15 +332,6 @@ class RunCheckpoint(keras.callbacks.Callback):
         shutil.rmtree(old, ignore_errors=True)
 
 
-def find_backup(out: Path) -> Path | None:
-    """The complete backup of a run folder (``backup/``, or ``backup.old/`` when a kill fell
-    between the two renames of :class:`RunCheckpoint`), if any."""
-    for name in (BACKUP, BACKUP + ".old"):
-        if (out / name / "state.json").exists():
-            return out / name
-    return None
-
-
 def _number(value):
     """A counter as JSON: int, float or None."""
     if value is None:
@@ -623,8 +615,8 @@ def saved_options(out) -> dict:
 
 def _source_hashes(config: TrainConfig, out, resume: bool) -> dict:
     """The SHA-256 of the models the run learns from, for its manifest: ``init_from``'s as
-    recorded when the run started; the teachers', needed again on each resume, must not
-    have changed since (their targets would)."""
+    recorded when the run started; the teachers', needed again on a resume until their
+    targets are whole, must not have changed since (their targets would)."""
     from fer_utils.data import source_hash  # noqa: PLC0415
 
     earlier = read_json(Path(out) / MANIFEST, {}) if resume else {}
@@ -635,10 +627,26 @@ def _source_hashes(config: TrainConfig, out, resume: bool) -> dict:
         hashes["teachers_sha256"] = [source_hash(path) for path in config.teachers]
         changed = [path for path, before, now in zip(config.teachers, earlier.get("teachers_sha256", []),
                                                      hashes["teachers_sha256"]) if before != now]
-        if changed:
+        if changed and not (Path(out) / TEACHER_TARGETS).exists():
             raise DataError(f"{out}: teacher model(s) changed since the run started: {', '.join(changed)}; "
                             f"resume with the teachers it started with")
     return hashes
+
+
+def _dtype_policies(config: TrainConfig, out, resume: bool, notify) -> dict:
+    """The manifest's ``dtype_policy`` (this process's) and, once a resume changed it (``auto``
+    on a machine with other arithmetic: bf16 against float32 CPUs), ``dtype_policies``: each
+    policy with the epoch from which it trained, said by ``notify``."""
+    policy = resolve_precision(config.precision)
+    earlier = read_json(Path(out) / MANIFEST, {}) if resume else {}
+    before = earlier.get("dtype_policies") or [{"from_epoch": 0, "policy": earlier.get("dtype_policy", policy)}]
+    if before[-1]["policy"] == policy:
+        return {"dtype_policy": policy, **({"dtype_policies": before} if len(before) > 1 else {})}
+    backup = find_backup(Path(out))
+    epoch = read_json(backup / "state.json", {}).get("epoch", 0) if backup else 0
+    notify(f"{out}: resumes under {policy} from epoch {epoch}; it trained under {before[-1]['policy']} until then "
+           f"(precision {config.precision}: this machine's arithmetic)")
+    return {"dtype_policy": policy, "dtype_policies": [*before, {"from_epoch": epoch, "policy": policy}]}
 
 
 def train_run(data, out, config: TrainConfig, *, val_fraction: float = 0.2, drop_test_duplicates: bool = False,
@@ -659,12 +667,13 @@ def train_run(data, out, config: TrainConfig, *, val_fraction: float = 0.2, drop
     prepared = prepare(dataset, val_fraction=val_fraction, seed=config.seed, drop_test_duplicates=drop_test_duplicates)
     check_sources(prepared, config, out, dataset.source_hash)
     hashes = _source_hashes(config, out, resume)
+    policies = _dtype_policies(config, out, resume, notify)
     run_dir = claim_run_dir(out, dataset.source_hash, force=force, resume=resume, resumable=True)
     with RunLock(run_dir):
         write_manifest(run_dir, kind="train", parameters={**asdict(config), "val_fraction": val_fraction,
                                                           "drop_test_duplicates": drop_test_duplicates},
                        data_source=dataset.source, data_hash=dataset.source_hash, synthetic=dataset.synthetic,
-                       extra={**hashes, "dtype_policy": resolve_precision(config.precision)})
+                       extra={**hashes, **policies})
         if dataset.synthetic:
             notify("NOTE: training on SYNTHETIC data, not FER2013")
         train(prepared, config, run_dir, resume=resume)

@@ -192,6 +192,7 @@ def test_killed_plan_resumes_on_its_pinned_code_with_the_history_of_an_uninterru
     time.sleep(1)
     status = long_runs(repo, "status", "--plan", str(plan)).stdout
     assert "first interrupted" in " ".join(status.split()) and "not started" in status, status
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
     published = repo / "published"  # what a session commits before it ends
     assert long_runs(repo, "status", "--plan", str(plan), "--write", str(published)).returncode == 0
     assert (published / "first" / "resume" / "backup" / "variables.npz").exists()
@@ -203,15 +204,17 @@ def test_killed_plan_resumes_on_its_pinned_code_with_the_history_of_an_uninterru
     clone = repo / "new-clone-runs"  # a new clone, without runs/: restored from what was published
     restored = long_runs(repo, "restore", "--plan", str(plan), "--runs", str(clone), "--published", str(published))
     assert restored.returncode == 0 and restored.stdout.endswith(": first\n"), restored.stdout + restored.stderr
-    assert json.loads((clone / "first" / "restored.json").read_text())["resumes_after_epoch"] >= 2
+    epochs = json.loads((clone / "first" / "restored.json").read_text())["resumes_after_epoch"]
+    assert epochs >= 1 and json.loads((clone / ".pins.json").read_text()) == {"first": commit}
     resumed = long_runs(repo, "run", "--plan", str(plan), "--runs", str(clone))
     assert "first: resuming on code" in resumed.stdout, resumed.stdout + resumed.stderr
+    before = pd.read_csv(published / "first" / "resume" / "history.csv").head(epochs)  # the same epochs, not again
+    pd.testing.assert_frame_equal(pd.read_csv(clone / "first" / "history.csv").head(epochs), before)
     for name, folder in (("first", runs), ("second", runs), ("first", clone)):
         expected, history = (pd.read_csv(f / name / "history.csv") for f in (repo / "reference", folder))
         assert list(history["epoch"]) == list(expected["epoch"])
         pd.testing.assert_frame_equal(history.drop(columns="seconds"), expected.drop(columns="seconds"),
                                       rtol=1e-4, atol=1e-6)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
     assert json.loads((runs / "first" / "manifest.json").read_text())["git_commit"] == commit
     status = long_runs(repo, "status", "--plan", str(plan), "--write", str(repo / "published"))
     assert status.returncode == 0 and status.stdout.count(commit[:12]) == 2
@@ -409,23 +412,56 @@ def test_a_stopped_run_is_published_with_what_it_needs_to_go_on_and_a_running_or
     run, resume = runs / "a", published / "a" / "resume"
     (run / "teacher_targets.parts").mkdir(parents=True)
     (run / "teacher_targets.parts" / "0.npy").write_bytes(b"teacher 0")
-    (run / "manifest.json").write_text("{}")
+    (run / "manifest.json").write_text(json.dumps({"created": "first attempt"}))
     (run / "train_state.json").write_text(json.dumps({"state": "running", "epochs_done": 0}))
-    with RunLock(run):
-        write_status(path, published, runs)
-    assert not resume.exists() and "Unfinished, published" not in (published / "status.md").read_text()
-    write_status(path, published, runs)  # its process stopped
+    for lock in (run, runs):  # the run is training; the runner runs (the run is between two steps)
+        with RunLock(lock):
+            write_status(path, published, runs)
+        assert not resume.exists()
+    assert "The runner was running (process " in (published / "status.md").read_text()
+    write_status(path, published, runs)  # stopped
     assert sorted(str(p.relative_to(resume)) for p in resume.rglob("*")) == [
         "manifest.json", "teacher_targets.parts", "teacher_targets.parts/0.npy", "train_state.json"]
     assert "Unfinished, published with what they need to go on where they stopped" in (
         published / "status.md").read_text()
-    shutil.rmtree(run / "teacher_targets.parts")  # it went on: the targets are whole
+    shutil.rmtree(run / "teacher_targets.parts")  # it went on: the targets are whole, two epochs done
     (run / "teacher_targets.npy").write_bytes(b"targets")
+    (run / "backup.old").mkdir()  # killed between the two renames of a checkpoint swap: the old one is whole
+    (run / "backup.old" / "state.json").write_text(json.dumps({"epoch": 2}))
+    (run / "backup.new").mkdir()
+    (run / "model.keras").write_bytes(b"the last epoch's model")  # no validation: the next epoch writes it
+    pd.DataFrame({"epoch": [0, 1], "accuracy": [0.3, 0.4], "seconds": [60.0, 120.0]}).to_csv(
+        run / "history.csv", index=False)
     write_status(path, published, runs)
-    assert sorted(p.name for p in resume.iterdir()) == ["manifest.json", "teacher_targets.npy", "train_state.json"]
+    assert sorted(str(p.relative_to(resume)) for p in resume.rglob("*")) == [
+        "backup", "backup/state.json", "history.csv", "manifest.json", "teacher_targets.npy", "train_state.json"]
+    pd.DataFrame({"epoch": [0, 1], "val_accuracy": [0.3, 0.4], "seconds": [60.0, 120.0]}).to_csv(
+        run / "history.csv", index=False)
+    write_status(path, published, runs)
+    assert (resume / "model.keras").read_bytes() == b"the last epoch's model"  # validated: its best so far
+    (run / "manifest.json").write_text(json.dumps({"created": "second attempt"}))  # restarted, running
+    with RunLock(run):
+        write_status(path, published, runs)
+    assert not resume.exists()  # the first attempt's copy does not go with the second's history
     (run / "train_state.json").write_text(json.dumps({"state": "completed"}))
+    (run / "model.keras").unlink()
     write_status(path, published, runs)
     assert not resume.exists() and (published / "a" / "manifest.json").exists()
+
+
+def test_stop_ends_the_runner_and_says_when_none_runs(repo):
+    from fer_utils.long_runs import stop_runner  # noqa: PLC0415
+
+    path, runs = write_plan(repo, [{"name": "a", **TINY}]), repo / "runs"
+    runs.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from fer_utils.runs import RunLock\n"
+                               "with RunLock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(300)",
+                               str(runs)], cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert holder.stdout.readline() == "locked\n"
+    assert stop_runner(path, runs, wait=30) == holder.pid
+    assert holder.wait(timeout=5) == -signal.SIGTERM
+    assert stop_runner(path, runs) is None
+    assert main(["long-runs", "stop", "--plan", str(path), "--runs", str(runs)]) == 0
 
 
 def test_finished_runs_lost_with_the_checkout_are_restored_from_their_published_copies(repo):

@@ -332,6 +332,24 @@ def test_training_starts_from_a_saved_model_of_the_same_split(prepared, syntheti
     assert (manifest["parameters"]["precision"], manifest["dtype_policy"]) == ("auto", "float32")  # as it trained
 
 
+def test_a_resume_under_other_arithmetic_records_the_policy_of_each_part(tmp_path, monkeypatch):
+    (tmp_path / "backup").mkdir()
+    (tmp_path / "backup" / "state.json").write_text(json.dumps({"epoch": 3}))
+    (tmp_path / "manifest.json").write_text(json.dumps({"dtype_policy": "mixed_bfloat16"}))  # started on AMX
+    monkeypatch.setattr(ftrain, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(ftrain, "accelerator_present", lambda: False)
+    said = []
+    policies = ftrain._dtype_policies(TrainConfig(precision="auto"), tmp_path, True, said.append)
+    assert policies == {"dtype_policy": "float32", "dtype_policies": [{"from_epoch": 0, "policy": "mixed_bfloat16"},
+                                                                      {"from_epoch": 3, "policy": "float32"}]}
+    assert said == [f"{tmp_path}: resumes under float32 from epoch 3; it trained under mixed_bfloat16 until then "
+                    f"(precision auto: this machine's arithmetic)"]
+    (tmp_path / "manifest.json").write_text(json.dumps(policies))
+    assert ftrain._dtype_policies(TrainConfig(precision="auto"), tmp_path, True, said.append) == policies
+    assert ftrain._dtype_policies(TrainConfig(precision="float32"), tmp_path, False, said.append) == {
+        "dtype_policy": "float32"} and len(said) == 1
+
+
 def test_a_start_model_of_another_split_data_or_shape_is_refused_by_name(prepared, synthetic_zip, tmp_path):
     train(prepared, TrainConfig(epochs=1, **TINY), tmp_path / "first")
     start = tmp_path / "first" / "model.keras"
@@ -364,8 +382,13 @@ def test_a_resumed_run_keeps_its_start_and_refuses_changed_teachers(prepared, sy
     train_run(synthetic_zip, tmp_path / "student", config)  # the budget stops it after one epoch; the backup stays
     train(prepared, TrainConfig(epochs=1, seed=3, **TINY), tmp_path / "second")
     shutil.copy(tmp_path / "second" / "model.keras", teacher)
+    targets = tmp_path / "student" / "teacher_targets.npy"
+    targets.rename(tmp_path / "targets.npy")  # as if stopped while its teachers labelled
     with pytest.raises(DataError, match=r"student: teacher model.s. changed since the run started: .*first/model"):
         train_run(synthetic_zip, tmp_path / "student", replace(config, time_budget=0.0), resume=True)
+    (tmp_path / "targets.npy").rename(targets)  # whole: the teachers are not read again (a restored export)
+    train_run(synthetic_zip, tmp_path / "student", replace(config, time_budget=0.0), resume=True)
+    assert json.loads((tmp_path / "student" / "train_state.json").read_text())["state"] == "completed"
     config = TrainConfig(epochs=2, init_from=str(start), time_budget=1e-6, **TINY)
     train_run(synthetic_zip, tmp_path / "resumed", config)
     started = hashlib.sha256(start.read_bytes()).hexdigest()
