@@ -156,9 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--runs", help="folder of the run folders (default: runs/ of the project)")
     sub.add_argument("--write", metavar="DIR", help="status: also copy histories, the table, finished models and "
                                                        "what stopped runs need to go on into DIR")
-    sub.add_argument("--published", metavar="DIR", default="reports/long-runs",
+    sub.add_argument("--published", metavar="DIR",
                      help="restore: the folder that status --write filled; start warns about the runs there "
-                          "that have no folder here (default: %(default)s)")
+                          "that have no folder here (default: reports/long-runs/ of the project)")
     return parser
 
 
@@ -312,10 +312,11 @@ def cmd_export(args) -> None:
 
 def cmd_long_runs(args) -> int:
     from fer_utils import long_runs  # noqa: PLC0415
+    published = long_runs.load_plan(args.plan).published_dir(args.published)
     if args.action == "start":
         print(f"long runs started in the background; log: {long_runs.start_detached(args.plan, args.runs)}")
-        if missing := long_runs.unrestored_runs(args.plan, args.published, args.runs):
-            print(f"warning: {len(missing)} runs published in {args.published} (finished, or stopped to go on) have "
+        if missing := long_runs.unrestored_runs(args.plan, published, args.runs):
+            print(f"warning: {len(missing)} runs published in {published} (finished, or stopped to go on) have "
                   f"no folder here and train from the start ({', '.join(missing)}); to keep them instead, stop the "
                   f"runner and `long-runs restore` first",
                   file=sys.stderr)
@@ -325,8 +326,8 @@ def cmd_long_runs(args) -> int:
     elif args.action == "run":
         return 1 if long_runs.run_plan(args.plan, args.runs, log=lambda line: print(line, flush=True)) else 0
     elif args.action == "restore":
-        restored = long_runs.restore_runs(args.plan, args.published, args.runs)
-        print(f"restored {len(restored)} runs (finished, or stopped to go on) from {args.published}: "
+        restored = long_runs.restore_runs(args.plan, published, args.runs)
+        print(f"restored {len(restored)} runs (finished, or stopped to go on) from {published}: "
               f"{', '.join(restored) or 'none'}")
     else:
         print(long_runs.status_table(args.plan, args.runs).to_string(index=False))

@@ -67,6 +67,8 @@ PUBLISHED = (HISTORY, TRAIN_CONFIG, TRAIN_STATE, MANIFEST, f"{FIGURES_DIR}/learn
 #: copy the run's folder.
 RESUMED = (TRAIN_CONFIG, TRAIN_STATE, MANIFEST, SPLIT, TEACHER_TARGETS, TEACHER_PARTS, HISTORY)
 RESUME_DIR = "resume"
+#: Where ``status --write`` publishes the runs by default (``make long-runs-status``).
+PUBLISHED_DIR = "reports/long-runs"
 #: The largest model file published as it is; a larger one is published as a bfloat16 export
 #: (half the size; issue: committed models of at most 16 MB).
 MAX_MODEL_BYTES = 16_000_000
@@ -85,6 +87,11 @@ class Plan:
     def runs_dir(self, override=None) -> Path:
         """Where the run folders go: ``override``, else ``runs/`` of the project."""
         return Path(override or self.root / "runs").resolve()
+
+    def published_dir(self, override=None) -> Path:
+        """Where ``status --write`` published the runs: ``override``, else ``reports/long-runs/``
+        of the project."""
+        return Path(override or self.root / PUBLISHED_DIR).resolve()
 
 
 def load_plan(path) -> Plan:
@@ -553,17 +560,18 @@ def stored_precision(model_file: Path) -> str:
     return "bfloat16" if "bfloat16" in policies(config) else "float32"
 
 
-def restore_runs(plan_file, published_dir, runs_dir=None) -> list[str]:
+def restore_runs(plan_file, published_dir=None, runs_dir=None) -> list[str]:
     """Recreate the folders of the plan's runs that this checkout lacks (a new clone, a lost
     ``runs/``) from their published copies (``status --write``), so that the runner does not
     train finished runs again, the runs that learn from them find their models, and a stopped
     unfinished run goes on where it stopped; returns their names. A restored finished run holds
     the published model (a bfloat16 export where the float32 one was over the size limit;
     ``restored.json`` says which), an unfinished one its published ``resume/`` copy; each is
-    pinned to the commit its manifest records. An unfinished run published without that copy
-    (it was running) starts anew."""
+    pinned to the commit its manifest records (refused, before anything is restored, when a
+    stopped run's commit is not in this clone). An unfinished run published without that copy
+    (it was running) starts anew. ``published_dir`` defaults to ``reports/long-runs/``."""
     plan = load_plan(plan_file)
-    runs_dir, published_dir = plan.runs_dir(runs_dir), plan.root / published_dir
+    runs_dir, published_dir = plan.runs_dir(runs_dir), plan.published_dir(published_dir)
     if not published_dir.is_dir():
         raise DataError(f"{published_dir}: no such folder of published runs (long-runs status --write fills it)")
     if (holder := lock_holder(runs_dir)) is not None:
@@ -572,7 +580,7 @@ def restore_runs(plan_file, published_dir, runs_dir=None) -> list[str]:
     restored = []
     with RunLock(runs_dir):  # the runner cannot start meanwhile
         sources = _published_runs(plan, published_dir)
-        records = {name: _restore_record(entry, source, published_dir)  # all checked before any is restored
+        records = {name: _restore_record(entry, source, plan.root)  # all checked before any is restored
                    for name, (entry, source) in sources.items() if not (runs_dir / name).exists()}
         pins = read_json(runs_dir / PINS, {})
         for name, (_, source) in sources.items():
@@ -591,21 +599,28 @@ def restore_runs(plan_file, published_dir, runs_dir=None) -> list[str]:
     return restored
 
 
-def _restore_record(entry: dict, source: Path, published_dir: Path) -> dict:
+def _restore_record(entry: dict, source: Path, root: Path) -> dict:
     """What ``restored.json`` says of a run restored from ``source``: the published model's
-    precision for a finished run, the epochs its checkpoint holds for a stopped one."""
-    if source.parent == published_dir:
+    precision for a finished run; for a stopped one, the epochs its checkpoint holds, once the
+    clone at ``root`` is known to hold the commit it goes on from."""
+    if (source.parent.name, source.name) != (entry["name"], RESUME_DIR):
         return {"from": str(source.resolve()), "model_precision": _published_precision(entry, source / MODEL)}
+    commit = read_json(source / MANIFEST, {}).get("git_commit") or ""
+    held = subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=root, capture_output=True)
+    if not commit or held.returncode:
+        raise DataError(f"{source}: {entry['name']} stopped on commit {commit[:12] or '(none recorded)'}, which this "
+                        f"clone does not hold; fetch it, or remove {source} to start {entry['name']} anew; "
+                        f"nothing restored")
     return {"from": str(source.resolve()),
             "resumes_after_epoch": read_json(source / BACKUP / "state.json", {}).get("epoch", 0)}
 
 
-def unrestored_runs(plan_file, published_dir, runs_dir=None) -> list[str]:
+def unrestored_runs(plan_file, published_dir=None, runs_dir=None) -> list[str]:
     """The plan's runs in ``published_dir``, finished or published to go on, that have no
     folder here: the runner would train them from the start (:func:`restore_runs` recreates them)."""
     plan = load_plan(plan_file)
     runs_dir = plan.runs_dir(runs_dir)
-    return [name for name in _published_runs(plan, plan.root / published_dir) if not (runs_dir / name).exists()]
+    return [name for name in _published_runs(plan, plan.published_dir(published_dir)) if not (runs_dir / name).exists()]
 
 
 def _published_runs(plan: Plan, published_dir: Path) -> dict[str, tuple[dict, Path]]:

@@ -499,6 +499,27 @@ def test_finished_runs_lost_with_the_checkout_are_restored_from_their_published_
     assert not (runs / "a").exists()
 
 
+def test_a_stopped_run_is_restored_only_when_the_clone_holds_its_pinned_commit(repo, monkeypatch, capsys):
+    runs, published = repo / "runs", repo / "published"
+    path = write_plan(repo, [{"name": "a", **TINY}, {"name": "b", **TINY}])
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    for name, commit in (("a", head), ("b", "b" * 40)):
+        (published / name / "resume").mkdir(parents=True)
+        (published / name / "train_state.json").write_text(json.dumps({"state": "interrupted"}))
+        (published / name / "resume" / "manifest.json").write_text(json.dumps({"git_commit": commit}))
+    with pytest.raises(DataError, match=r"published/b/resume: b stopped on commit bbbbbbbbbbbb, which this clone "
+                                        r"does not hold; fetch it, or remove .*published/b/resume to start b anew; "
+                                        r"nothing restored"):
+        restore_runs(path, published, runs)
+    assert not (runs / "a").exists()
+    shutil.rmtree(published / "b" / "resume")
+    monkeypatch.chdir(repo.parent)  # relative folders are the caller's, as for every command
+    assert main(["long-runs", "restore", "--plan", "repo/plan.yaml", "--published", "repo/published",
+                 "--runs", "repo/runs"]) == 0
+    assert capsys.readouterr().out == f"restored 1 runs (finished, or stopped to go on) from {published}: a\n"
+    assert json.loads((runs / ".pins.json").read_text()) == {"a": head}
+
+
 def test_a_restore_checks_every_published_model_first_and_is_whole_or_not_at_all(repo, monkeypatch, capsys):
     from fer_utils import long_runs  # noqa: PLC0415
     from fer_utils.models import build_model  # noqa: PLC0415 (keras only for this test)
