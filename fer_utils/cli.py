@@ -231,7 +231,8 @@ def cmd_evaluate(args) -> None:
         return
     kind = "SYNTHETIC data" if dataset.synthetic else "FER2013"
     low, high = result["accuracy_ci"]
-    print(f"{result['data']} ({kind}), {usage}: {result['n']} images, {result['blank_removed']} blank left out")
+    print(f"{result['data']} ({kind}), {usage}: {result['n']} images, {result['blank_removed']} blank left out, "
+          f"computed in {result['compute_dtype']}")
     print(f"accuracy {result['accuracy']:.4f} (95% CI {low:.4f}-{high:.4f}), macro-F1 {result['macro_f1']:.4f}")
     if result["tta"]:
         tta = result["tta"]

@@ -170,6 +170,11 @@ def cost_table(names, variants: dict | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("model")
 
 
+def compute_dtype(model: keras.Model) -> str:
+    """The arithmetic ``model`` computes in: ``bfloat16`` when any layer does, else ``float32``."""
+    return "bfloat16" if any(layer.dtype_policy.compute_dtype == "bfloat16" for layer in model.layers) else "float32"
+
+
 def export_for_inference(model: keras.Model, precision: str = "float32") -> keras.Model:
     """A copy of a trained model without optimizer state, computing in ``precision``:
     ``float32`` (fast on any CPU), or ``bfloat16`` (half the file size, for models that

@@ -45,11 +45,11 @@ def load_model(path=None):
 def fast_on_this_machine(model):
     """``model``, or a float32 copy of it (:func:`fer_utils.models.export_for_inference`) when
     it computes in bfloat16 and this machine has no bf16 arithmetic."""
-    from fer_utils.models import export_for_inference  # noqa: PLC0415
+    from fer_utils.models import compute_dtype, export_for_inference  # noqa: PLC0415
     from fer_utils.train import resolve_precision  # noqa: PLC0415
 
-    bf16 = any(layer.dtype_policy.compute_dtype == "bfloat16" for layer in model.layers)
-    return export_for_inference(model) if bf16 and resolve_precision("auto") == "float32" else model
+    slow = compute_dtype(model) == "bfloat16" and resolve_precision("auto") == "float32"
+    return export_for_inference(model) if slow else model
 
 
 def face_probabilities(models, faces: np.ndarray, *, tta: int = 0, tta_mode: str = "random") -> np.ndarray:

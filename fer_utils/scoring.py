@@ -14,6 +14,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from fer_utils import CLASSES
 from fer_utils.data import Dataset
 from fer_utils.inference import predict_proba
+from fer_utils.models import compute_dtype
 from fer_utils.quality import blank_mask
 from fer_utils.tta import DETERMINISTIC_VIEWS, accuracy_by_copies, tta_copies, tta_predict
 
@@ -262,6 +263,8 @@ def evaluate_model(model, dataset: Dataset, usage: str, *, tta: int = 0, tta_mod
     ``model`` may be a list of models: they are scored as an ensemble (the mean of their
     probabilities, plain and with TTA), with each member's scores under ``members`` and the
     ensemble's paired accuracy gain over the best member (``gain_over_best_member``).
+    ``compute_dtype`` records the arithmetic the models computed in (bfloat16 and float32
+    scores of one model differ slightly).
     """
     models = list(model) if isinstance(model, (list, tuple)) else [model]
     part = dataset.usage(usage)
@@ -271,7 +274,7 @@ def evaluate_model(model, dataset: Dataset, usage: str, *, tta: int = 0, tta_mod
     proba = np.mean(plain, axis=0)
     result = score(part.labels, proba, usage=usage, seed=seed)
     result.update(data=Path(dataset.source).name, synthetic=dataset.synthetic, blank_removed=int(blank.sum()),
-                  tta=None)
+                  compute_dtype=" and ".join(sorted({compute_dtype(m) for m in models})), tta=None)
     if tta:
         copies = [tta_predict(m, part.images, tta, mode=tta_mode, seed=seed) for m in models]
         tta_proba = np.mean(copies, axis=0)

@@ -106,8 +106,8 @@ def test_predict_cli_json_and_exit_codes(saved_model, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("bf16_cpu", [False, True])
-def test_a_bfloat16_model_computes_in_float32_only_where_the_cpu_lacks_bf16(saved_model, tmp_path, monkeypatch,
-                                                                           bf16_cpu):
+def test_a_bfloat16_model_computes_in_float32_only_where_the_cpu_lacks_bf16(saved_model, synthetic_zip, tmp_path,
+                                                                           monkeypatch, capsys, bf16_cpu):
     from fer_utils import train
     from fer_utils.models import export_for_inference
 
@@ -119,6 +119,13 @@ def test_a_bfloat16_model_computes_in_float32_only_where_the_cpu_lacks_bf16(save
     assert (convolution.compute_dtype, convolution.weights[0].dtype) == (("bfloat16",) * 2 if bf16_cpu
                                                                         else ("float32",) * 2)
     assert load_model(saved_model).layers[1].compute_dtype == "float32"  # a float32 model stays as it is
+    computed = "bfloat16" if bf16_cpu else "float32"  # scores say under which arithmetic they were computed
+    assert main(["evaluate", "--model", str(tmp_path / "bf16.keras"), "--data", str(synthetic_zip), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["compute_dtype"] == computed
+    assert main(["evaluate", "--model", str(tmp_path / "bf16.keras"), "--model", str(saved_model),
+                 "--data", str(synthetic_zip)]) == 0
+    assert f"blank left out, computed in {'bfloat16 and float32' if bf16_cpu else 'float32'}\n" in (
+        capsys.readouterr().out)
 
 
 def test_missing_model_is_a_named_error(tmp_path, capsys):
