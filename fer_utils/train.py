@@ -188,10 +188,11 @@ def distillation_targets(images: np.ndarray, labels: np.ndarray, config: TrainCo
     probabilities = []
     for k, teacher in enumerate(config.teachers):
         part = parts / f"{k}.npy"
-        if not part.exists():
-            labelled = teacher_probabilities([teacher], images)[0]
-            save_atomically(part, lambda tmp, labelled=labelled: np.save(tmp, labelled))
-        probabilities.append(_stored_targets(part, images))
+        if part.exists():
+            probabilities.append(_stored_targets(part, images))
+        else:
+            probabilities.append(teacher_probabilities([teacher], images)[0])
+            save_atomically(part, lambda tmp, labelled=probabilities[-1]: np.save(tmp, labelled))
     targets = soft_targets(labels, probabilities, config.distill)
     save_atomically(path, lambda tmp: np.save(tmp, targets))
     shutil.rmtree(parts)
