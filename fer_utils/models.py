@@ -58,11 +58,32 @@ def vgg_gap(input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1), widths=(32, 64, 128, 256),
     ``Dropout(dropout)`` and the softmax. About 1.2 M parameters by default, fewer FLOPs
     than a dense head would cost and much less overfitting than the seed CNN's ``Flatten``.
     """
+    inputs = keras.Input(input_shape)
+    return _gap_classifier(inputs, _vgg_blocks(inputs, widths, convs, block_dropout), dropout, name)
+
+
+def vgg_fc(input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1), widths=(32, 64, 128, 256), convs=(2, 2, 2, 2),
+           block_dropout=0.0, units=(1024,), dropout: float = 0.5) -> keras.Model:
+    """:func:`vgg_gap`'s blocks with a dense head that keeps where in the face each feature
+    lies: ``Flatten -> [Dense (no bias) -> BatchNorm -> ReLU -> Dropout(dropout)]`` for each
+    of ``units``, then the softmax (the strong from-scratch FER2013 VGGs, usef-kh/fer
+    among them, flatten their last feature map into dense layers instead of pooling it)."""
+    inputs = keras.Input(input_shape)
+    x = layers.Flatten()(_vgg_blocks(inputs, widths, convs, block_dropout))
+    for width in units:
+        x = layers.Dense(width, use_bias=False)(x)
+        x = layers.Activation("relu")(layers.BatchNormalization(momentum=BN_MOMENTUM)(x))
+        x = layers.Dropout(dropout)(x)
+    outputs = layers.Dense(len(CLASSES), activation="softmax", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name="vgg_fc")
+
+
+def _vgg_blocks(inputs, widths, convs, block_dropout):
+    """The VGG blocks of :func:`vgg_gap` on ``inputs`` (raw pixels): their last feature map."""
     rates = [block_dropout] * len(widths) if isinstance(block_dropout, (int, float)) else list(block_dropout)
     for option, values in (("convs", convs), ("block_dropout", rates)):
         if len(values) != len(widths):
             raise ValueError(f"{option} {tuple(values)} must give one value per block of widths {tuple(widths)}")
-    inputs = keras.Input(input_shape)
     x = layers.Rescaling(1 / 255)(inputs)
     for filters, count, rate in zip(widths, convs, rates):
         for _ in range(count):
@@ -72,7 +93,7 @@ def vgg_gap(input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1), widths=(32, 64, 128, 256),
         x = layers.MaxPooling2D(2)(x)
         if rate:
             x = layers.Dropout(rate)(x)
-    return _gap_classifier(inputs, x, dropout, name)
+    return x
 
 
 def vgg_lean(input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1), dropout: float = 0.4) -> keras.Model:
@@ -99,9 +120,9 @@ def res_gap(input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1), widths=(32, 64, 128, 256),
 
 
 #: name -> builder; every builder takes ``input_shape`` first.
-MODELS = {"seed_cnn": seed_cnn, "vgg_gap": vgg_gap, "vgg_lean": vgg_lean, "res_gap": res_gap}
+MODELS = {"seed_cnn": seed_cnn, "vgg_gap": vgg_gap, "vgg_fc": vgg_fc, "vgg_lean": vgg_lean, "res_gap": res_gap}
 #: The input channels each model is trained with by default (the seed loaded RGB).
-DEFAULT_CHANNELS = {"seed_cnn": 3, "vgg_gap": 1, "vgg_lean": 1, "res_gap": 1}
+DEFAULT_CHANNELS = {"seed_cnn": 3, "vgg_gap": 1, "vgg_fc": 1, "vgg_lean": 1, "res_gap": 1}
 
 
 def check_model_options(name: str, options: dict) -> None:

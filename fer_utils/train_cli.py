@@ -12,7 +12,7 @@ from fer_utils.config import CHOICES, SEED_AUGMENTATION, TrainConfig, contradict
 
 FIELDS = dataclasses.fields(TrainConfig)
 #: Help beyond the default, where the option's name does not say it all.
-HELP = {"model": "seed_cnn, vgg_gap, vgg_lean or res_gap (notebook 03 shows each); ",
+HELP = {"model": "seed_cnn, vgg_gap, vgg_fc, vgg_lean or res_gap (fer_utils.models); ",
         "strategy": "tf.distribute strategy (TensorFlow backend only); ",
         "weight_decay": "decoupled, any optimizer; -1: 1e-4 for adamw, 0 for the others; ",
         "precision": "auto: bf16 on an accelerator or a bf16 CPU; ",

@@ -179,7 +179,8 @@ def test_tensorflow_start_up_lines_stay_out_of_the_terminal_unless_asked(synthet
                                "--out", str(tmp_path / "run"), "--model", "foo"], capture_output=True, text=True,
                               timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": ""})
     quiet, loud = run(), run("--tf-log")
-    assert quiet.stderr == "error: train: unknown model 'foo' (choose from seed_cnn, vgg_gap, vgg_lean, res_gap)\n"
+    assert quiet.stderr == ("error: train: unknown model 'foo' (choose from seed_cnn, vgg_gap, vgg_fc, vgg_lean, "
+                            "res_gap)\n")
     # which start-up lines TensorFlow writes depends on the CPU (oneDNN's only where it has AVX-512)
     assert loud.stderr.endswith(quiet.stderr) and loud.stderr.count("\n") > 1
     assert quiet.returncode == loud.returncode == 2

@@ -58,6 +58,22 @@ def test_vgg_lean_drops_one_full_resolution_convolution():
     assert lean.name == "vgg_lean"
 
 
+def test_vgg_fc_keeps_the_feature_map_layout_in_a_dense_head():
+    trunk = dict(widths=(16, 32), convs=(1, 2), block_dropout=(0.0, 0.1))
+    fc, gap = build_model("vgg_fc", **trunk, units=(64,)), build_model("vgg_gap", **trunk)
+    dense = [layer for layer in fc.layers if isinstance(layer, keras.layers.Dense)]
+    assert [layer.units for layer in dense] == [64, 7] and dense[0].kernel.shape == (12 * 12 * 32, 64)
+    assert not any(isinstance(layer, keras.layers.GlobalAveragePooling2D) for layer in fc.layers)
+    conv_weights = [w.shape for layer in gap.layers if isinstance(layer, keras.layers.Conv2D) for w in layer.weights]
+    assert conv_weights == [w.shape for layer in fc.layers if isinstance(layer, keras.layers.Conv2D)
+                            for w in layer.weights]  # the same trunk
+    head = 12 * 12 * 32 * 64 + 2 * 64 + 64 * 7 + 7  # dense (no bias), its batch norm's scale and offset, softmax
+    assert parameter_counts(fc)[0] - parameter_counts(gap)[0] == head - (32 * 7 + 7)
+    assert [layer.rate for layer in fc.layers if isinstance(layer, keras.layers.Dropout)] == [0.1, 0.5]
+    with pytest.raises(ValueError, match=r"model vgg_fc takes no option width"):
+        build_model("vgg_fc", width=3)
+
+
 def test_vgg_gap_needs_one_convolution_count_per_block():
     with pytest.raises(ValueError, match=r"convs \(2, 2\) must give one value per block of widths \(32, 64, 128\)"):
         build_model("vgg_gap", widths=(32, 64, 128), convs=(2, 2))
