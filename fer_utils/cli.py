@@ -313,9 +313,9 @@ def cmd_export(args) -> None:
 
 def cmd_long_runs(args) -> int:
     from fer_utils import long_runs  # noqa: PLC0415
-    published = long_runs.load_plan(args.plan).published_dir(args.published)
     if args.action == "start":
         print(f"long runs started in the background; log: {long_runs.start_detached(args.plan, args.runs)}")
+        published = long_runs.load_plan(args.plan).published_dir(args.published)
         if missing := long_runs.unrestored_runs(args.plan, published, args.runs):
             print(f"warning: {len(missing)} runs published in {published} (finished, or stopped to go on) have "
                   f"no folder here and train from the start ({', '.join(missing)}); to keep them instead, stop the "
@@ -327,6 +327,7 @@ def cmd_long_runs(args) -> int:
     elif args.action == "run":
         return 1 if long_runs.run_plan(args.plan, args.runs, log=lambda line: print(line, flush=True)) else 0
     elif args.action == "restore":
+        published = long_runs.load_plan(args.plan).published_dir(args.published)
         restored = long_runs.restore_runs(args.plan, published, args.runs)
         print(f"restored {len(restored)} runs (finished, or stopped to go on) from {published}: "
               f"{', '.join(restored) or 'none'}")

@@ -580,7 +580,7 @@ def restore_runs(plan_file, published_dir=None, runs_dir=None) -> list[str]:
     restored = []
     with RunLock(runs_dir):  # the runner cannot start meanwhile
         sources = _published_runs(plan, published_dir)
-        records = {name: _restore_record(entry, source, plan.root)  # all checked before any is restored
+        records = {name: _restore_record(entry, source, published_dir, plan.root)  # all checked first
                    for name, (entry, source) in sources.items() if not (runs_dir / name).exists()}
         pins = read_json(runs_dir / PINS, {})
         for name, (_, source) in sources.items():
@@ -599,17 +599,23 @@ def restore_runs(plan_file, published_dir=None, runs_dir=None) -> list[str]:
     return restored
 
 
-def _restore_record(entry: dict, source: Path, root: Path) -> dict:
+def _restore_record(entry: dict, source: Path, published_dir: Path, root: Path) -> dict:
     """What ``restored.json`` says of a run restored from ``source``: the published model's
     precision for a finished run; for a stopped one, the epochs its checkpoint holds, once the
     clone at ``root`` is known to hold the commit it goes on from."""
-    if (source.parent.name, source.name) != (entry["name"], RESUME_DIR):
+    if source.parent == published_dir:
         return {"from": str(source.resolve()), "model_precision": _published_precision(entry, source / MODEL)}
-    commit = read_json(source / MANIFEST, {}).get("git_commit") or ""
-    held = subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=root, capture_output=True)
-    if not commit or held.returncode:
-        raise DataError(f"{source}: {entry['name']} stopped on commit {commit[:12] or '(none recorded)'}, which this "
-                        f"clone does not hold; fetch it, or remove {source} to start {entry['name']} anew; "
+    commit = read_json(source / MANIFEST, {}).get("git_commit")
+    if not commit:
+        raise DataError(f"{source / MANIFEST}: no git commit recorded, so {entry['name']} cannot go on on its "
+                        f"pinned code; remove {source} to start it anew; nothing restored")
+    try:
+        held = subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=root, capture_output=True)
+    except OSError as error:
+        raise OptionError(f"git is needed to restore {entry['name']} on its pinned code ({error})") from None
+    if held.returncode:
+        raise DataError(f"{source}: {entry['name']} stopped on commit {commit[:12]}, which the git work tree "
+                        f"{root} does not hold; fetch it, or remove {source} to start {entry['name']} anew; "
                         f"nothing restored")
     return {"from": str(source.resolve()),
             "resumes_after_epoch": read_json(source / BACKUP / "state.json", {}).get("epoch", 0)}

@@ -507,9 +507,12 @@ def test_a_stopped_run_is_restored_only_when_the_clone_holds_its_pinned_commit(r
         (published / name / "resume").mkdir(parents=True)
         (published / name / "train_state.json").write_text(json.dumps({"state": "interrupted"}))
         (published / name / "resume" / "manifest.json").write_text(json.dumps({"git_commit": commit}))
-    with pytest.raises(DataError, match=r"published/b/resume: b stopped on commit bbbbbbbbbbbb, which this clone "
-                                        r"does not hold; fetch it, or remove .*published/b/resume to start b anew; "
-                                        r"nothing restored"):
+    with pytest.raises(DataError, match=r"published/b/resume: b stopped on commit bbbbbbbbbbbb, which the git "
+                                        r"work tree .*repo does not hold; fetch it, or remove .*published/b/resume "
+                                        r"to start b anew; nothing restored"):
+        restore_runs(path, published, runs)
+    (published / "b" / "resume" / "manifest.json").write_text("{}")
+    with pytest.raises(DataError, match=r"b/resume/manifest\.json: no git commit recorded"):
         restore_runs(path, published, runs)
     assert not (runs / "a").exists()
     shutil.rmtree(published / "b" / "resume")
