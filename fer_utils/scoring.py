@@ -15,6 +15,8 @@ from fer_utils import CLASSES
 from fer_utils.data import Dataset
 from fer_utils.inference import predict_proba
 from fer_utils.models import compute_dtype
+from fer_utils.predict import load_model
+from fer_utils.prediction_cache import cached_predictions, prediction_key
 from fer_utils.quality import blank_mask
 from fer_utils.tta import DETERMINISTIC_VIEWS, accuracy_by_copies, tta_copies, tta_predict
 
@@ -154,18 +156,29 @@ def tta_score(labels, plain_proba, tta_proba, *, seed: int = 0, **score_options)
             "recall_gain": recall_gains(labels, plain_proba, tta_proba, seed=seed)}
 
 
+def tta_predictions(model, images: np.ndarray, *, n: int = 10, max_copies: int = 20, seed: int = 0) -> dict:
+    """What a :func:`tta_study` scores: the ``plain`` probabilities, the ``random`` TTA copies
+    (``max(n, max_copies)`` of them, per copy) and the ``deterministic`` TTA mean (all views)."""
+    return {"plain": predict_proba(model, images),
+            "random": tta_copies(model, images, max(n, max_copies), mode="random", seed=seed),
+            "deterministic": tta_predict(model, images, len(DETERMINISTIC_VIEWS), mode="deterministic")}
+
+
 def tta_study(model, images: np.ndarray, labels: np.ndarray, *, n: int = 10, max_copies: int = 20,
-              seed: int = 0, usage: str = "") -> dict:
+              seed: int = 0, usage: str = "", predictions: dict | None = None) -> dict:
     """Plain prediction beside random TTA (``n`` copies) and deterministic TTA (all views).
 
     Returns the :func:`score` of each (``plain``, ``tta_random``, ``tta_deterministic``; the
     TTA ones add their paired ``gain`` over plain, its ``gain_ci`` and ``recall_gain`` per
     class), ``accuracy_by_copies`` for 1 to ``max_copies`` random copies, and the ``labels``
-    and each variant's probabilities (``proba``) for paired comparisons.
+    and each variant's probabilities (``proba``) for paired comparisons. ``predictions``: the
+    model's :func:`tta_predictions` when already made (``model`` is then not used).
     """
-    copies = tta_copies(model, images, max(n, max_copies), mode="random", seed=seed)
-    proba = {"plain": predict_proba(model, images), "tta_random": copies[:n].mean(axis=0),
-             "tta_deterministic": tta_predict(model, images, len(DETERMINISTIC_VIEWS), mode="deterministic")}
+    if predictions is None:
+        predictions = tta_predictions(model, images, n=n, max_copies=max_copies, seed=seed)
+    copies = predictions["random"]
+    proba = {"plain": predictions["plain"], "tta_random": copies[:n].mean(axis=0),
+             "tta_deterministic": predictions["deterministic"]}
     return {**_variant_scores(labels, proba, seed=seed, usage=usage),
             "accuracy_by_copies": accuracy_by_copies(copies[:max_copies], labels).round(5).tolist(),
             "labels": np.asarray(labels), "proba": proba}
@@ -298,11 +311,29 @@ def _gain_over_best(labels, member_probas, member_scores, ensemble_proba, seed) 
     return accuracy_gain(labels, member_probas[best], ensemble_proba, seed=seed)
 
 
-def tta_studies(models: dict, prepared, usages, **study_options) -> dict:
-    """``{model: {usage: tta_study}}``: :func:`tta_study` of each named model on each test
-    usage of ``prepared``."""
-    return {name: {usage: tta_study(model, *prepared.arrays("test", usage), usage=usage, **study_options)
-                   for usage in usages} for name, model in models.items()}
+def tta_studies(model_paths: dict, prepared, usages, *, cache=None, n: int = 10, max_copies: int = 20,
+                seed: int = 0) -> dict:
+    """``{model: {usage: tta_study}}``: :func:`tta_study` of each saved model (``{name: path}``)
+    on each test usage of ``prepared``. With a ``cache`` folder, the predictions are read from
+    it when stored (:mod:`fer_utils.prediction_cache`), and stored there when made; a model is
+    loaded only when some of its predictions are not stored."""
+    options = {"n": n, "max_copies": max_copies, "seed": seed}
+    studies = {}
+    for name, path in model_paths.items():
+        model, studies[name] = None, {}
+        for usage in usages:
+            images, labels = prepared.arrays("test", usage)
+
+            def predict(images=images, path=path):
+                nonlocal model
+                if model is None:
+                    model = load_model(path)
+                return tta_predictions(model, images, **options)
+
+            predictions = predict() if cache is None else cached_predictions(
+                cache, prediction_key(path, images, **options), predict)
+            studies[name][usage] = tta_study(None, images, labels, usage=usage, predictions=predictions, **options)
+    return studies
 
 
 def paired_differences(studies: dict, usage: str) -> list[dict]:

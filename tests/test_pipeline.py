@@ -69,6 +69,7 @@ def test_smoke_run_manifest_and_hand_over_files(smoke_run):
     for name in ("data/prepared.npz", "sweep.json", "training.json", "models/vgg_gap/model.keras",
                  "models/seed_cnn/history.csv"):
         assert (smoke_run / name).exists(), name
+    assert len(list((smoke_run / "predictions").glob("*.npz"))) == 4  # two models, two test usages
 
 
 def test_smoke_run_ends_with_metrics_and_report(smoke_run):

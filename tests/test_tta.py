@@ -2,8 +2,9 @@ import keras
 import numpy as np
 import pytest
 
-from fer_utils import CLASSES
+from fer_utils import CLASSES, DataError, scoring
 from fer_utils.data import load_dataset
+from fer_utils.prediction_cache import cached_predictions, prediction_key
 from fer_utils.prepare import prepare
 from fer_utils.scoring import (
     VARIANTS,
@@ -34,6 +35,13 @@ def model():
 
     m.predict = counting_predict
     return m
+
+
+@pytest.fixture
+def model_path(model, tmp_path):
+    path = tmp_path / "m.keras"
+    model.save(path)
+    return path
 
 
 IMAGES = np.random.default_rng(0).integers(0, 256, (30, 48, 48)).astype(np.uint8)
@@ -114,9 +122,9 @@ def test_tta_score_adds_the_paired_gain_to_the_tta_score():
     assert result["gain"] == 0.25 and result["gain_ci"][0] <= 0.25 <= result["gain_ci"][1]
 
 
-def test_tta_studies_score_each_model_on_each_test_usage_and_per_class_gain(model, synthetic_zip):
+def test_tta_studies_score_each_model_on_each_test_usage_and_per_class_gain(model_path, synthetic_zip):
     prepared = prepare(load_dataset(synthetic_zip))
-    studies = tta_studies({"m": model}, prepared, ["PrivateTest"], n=2, max_copies=2)
+    studies = tta_studies({"m": model_path}, prepared, ["PrivateTest"], n=2, max_copies=2)
     study = studies["m"]["PrivateTest"]
     assert list(studies["m"]) == ["PrivateTest"]
     assert study["plain"]["n"] == len(prepared.arrays("test", "PrivateTest")[1])
@@ -150,3 +158,39 @@ def test_paired_differences_compare_models_on_the_same_images(model):
     assert pair["plain"] == round(100 * rows[0]["difference"], 2)
     assert pair["tta_random 95% CI"] == [round(100 * v, 2) for v in rows[1]["difference_ci"]]
     assert difference_table({"PublicTest": []}).empty  # one trained model: nothing to compare
+
+
+def test_stored_predictions_are_read_back_without_loading_the_model(model_path, synthetic_zip, tmp_path, monkeypatch):
+    prepared, cache = prepare(load_dataset(synthetic_zip)), tmp_path / "cache"
+    first = tta_studies({"m": model_path}, prepared, ["PublicTest", "PrivateTest"], cache=cache, n=2, max_copies=3)
+    assert len(list(cache.glob("*.npz"))) == 2 and not list(cache.glob("*.part.npz"))
+    monkeypatch.setattr(scoring, "load_model", lambda path: pytest.fail(f"{path} loaded although stored"))
+    again = tta_studies({"m": model_path}, prepared, ["PublicTest", "PrivateTest"], cache=cache, n=2, max_copies=3)
+    for usage in ("PublicTest", "PrivateTest"):
+        assert again["m"][usage]["accuracy_by_copies"] == first["m"][usage]["accuracy_by_copies"]
+        for variant in VARIANTS:
+            np.testing.assert_array_equal(again["m"][usage]["proba"][variant], first["m"][usage]["proba"][variant])
+            assert again["m"][usage][variant]["accuracy"] == first["m"][usage][variant]["accuracy"]
+
+
+def test_the_prediction_key_changes_with_the_model_the_images_and_the_options(model_path, tmp_path):
+    key = prediction_key(model_path, IMAGES, n=2, max_copies=2, seed=0)
+    assert key == prediction_key(model_path, IMAGES.copy(), n=2, max_copies=2, seed=0) and len(key) == 64
+    other = tmp_path / "other.keras"
+    other.write_bytes(model_path.read_bytes() + b"\0")
+    assert len({key, prediction_key(other, IMAGES, n=2, max_copies=2, seed=0),
+                prediction_key(model_path, IMAGES[::-1], n=2, max_copies=2, seed=0),
+                prediction_key(model_path, IMAGES[:, :, :47], n=2, max_copies=2, seed=0),
+                prediction_key(model_path, IMAGES, n=3, max_copies=2, seed=0),
+                prediction_key(model_path, IMAGES, n=2, max_copies=2, seed=1)}) == 6
+
+
+def test_an_unreadable_stored_prediction_is_named_and_kept(tmp_path):
+    stored = tmp_path / f"{'a' * 32}.npz"
+    stored.write_bytes(b"not an npz archive")
+    with pytest.raises(DataError, match=rf"{stored.name}: stored predictions unreadable .*delete the file"):
+        cached_predictions(tmp_path, "a" * 64, lambda: pytest.fail("predicted although stored"))
+    assert stored.read_bytes() == b"not an npz archive"
+    with pytest.raises(ValueError, match="lack deterministic, random"):
+        cached_predictions(tmp_path, "b" * 64, lambda: {"plain": np.zeros((2, 7))})
+    assert not list(tmp_path.glob("b*"))
