@@ -18,7 +18,7 @@ from fer_utils.models import compute_dtype
 from fer_utils.predict import load_model
 from fer_utils.prediction_cache import cached_predictions, prediction_key
 from fer_utils.quality import blank_mask
-from fer_utils.tta import DETERMINISTIC_VIEWS, accuracy_by_copies, tta_copies, tta_predict
+from fer_utils.tta import accuracy_by_copies, tta_predict, tta_predictions
 
 LABELS = list(range(len(CLASSES)))
 #: The scored variants of :func:`tta_study`.
@@ -156,14 +156,6 @@ def tta_score(labels, plain_proba, tta_proba, *, seed: int = 0, **score_options)
             "recall_gain": recall_gains(labels, plain_proba, tta_proba, seed=seed)}
 
 
-def tta_predictions(model, images: np.ndarray, *, n: int = 10, max_copies: int = 20, seed: int = 0) -> dict:
-    """What a :func:`tta_study` scores: the ``plain`` probabilities, the ``random`` TTA copies
-    (``max(n, max_copies)`` of them, per copy) and the ``deterministic`` TTA mean (all views)."""
-    return {"plain": predict_proba(model, images),
-            "random": tta_copies(model, images, max(n, max_copies), mode="random", seed=seed),
-            "deterministic": tta_predict(model, images, len(DETERMINISTIC_VIEWS), mode="deterministic")}
-
-
 def tta_study(model, images: np.ndarray, labels: np.ndarray, *, n: int = 10, max_copies: int = 20,
               seed: int = 0, usage: str = "", predictions: dict | None = None) -> dict:
     """Plain prediction beside random TTA (``n`` copies) and deterministic TTA (all views).
@@ -174,9 +166,13 @@ def tta_study(model, images: np.ndarray, labels: np.ndarray, *, n: int = 10, max
     and each variant's probabilities (``proba``) for paired comparisons. ``predictions``: the
     model's :func:`tta_predictions` when already made (``model`` is then not used).
     """
+    drawn = max(n, max_copies)
     if predictions is None:
-        predictions = tta_predictions(model, images, n=n, max_copies=max_copies, seed=seed)
-    copies = predictions["random"]
+        predictions = tta_predictions(model, images, copies=drawn, seed=seed)
+    copies, shape = predictions["random"], (len(labels), len(CLASSES))
+    if copies.shape != (drawn, *shape) or {predictions[k].shape for k in ("plain", "deterministic")} != {shape}:
+        got = ", ".join(f"{k} {v.shape}" for k, v in predictions.items())
+        raise ValueError(f"predictions of {len(labels)} images with {drawn} random copies expected; got {got}")
     proba = {"plain": predictions["plain"], "tta_random": copies[:n].mean(axis=0),
              "tta_deterministic": predictions["deterministic"]}
     return {**_variant_scores(labels, proba, seed=seed, usage=usage),
@@ -317,7 +313,7 @@ def tta_studies(model_paths: dict, prepared, usages, *, cache=None, n: int = 10,
     on each test usage of ``prepared``. With a ``cache`` folder, the predictions are read from
     it when stored (:mod:`fer_utils.prediction_cache`), and stored there when made; a model is
     loaded only when some of its predictions are not stored."""
-    options = {"n": n, "max_copies": max_copies, "seed": seed}
+    options = {"copies": max(n, max_copies), "seed": seed}
     studies = {}
     for name, path in model_paths.items():
         model, studies[name] = None, {}
@@ -332,7 +328,8 @@ def tta_studies(model_paths: dict, prepared, usages, *, cache=None, n: int = 10,
 
             predictions = predict() if cache is None else cached_predictions(
                 cache, prediction_key(path, images, **options), predict)
-            studies[name][usage] = tta_study(None, images, labels, usage=usage, predictions=predictions, **options)
+            studies[name][usage] = tta_study(None, images, labels, n=n, max_copies=max_copies, seed=seed, usage=usage,
+                                             predictions=predictions)
     return studies
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from fer_utils.augment import build_augmentation
-from fer_utils.inference import model_input
+from fer_utils.inference import model_input, predict_proba
 
 #: (mirror, dx, dy) of the deterministic views, in the order they are used.
 DETERMINISTIC_VIEWS = [(False, 0, 0), (True, 0, 0)] + [
@@ -70,6 +70,14 @@ def tta_copies(model, images: np.ndarray, n: int = 10, *, mode: str = "random", 
 def tta_predict(model, images: np.ndarray, n: int = 10, *, mode: str = "random", seed: int = 0) -> np.ndarray:
     """TTA class probabilities (N, 7): the mean over ``n`` copies."""
     return tta_copies(model, images, n, mode=mode, seed=seed).mean(axis=0)
+
+
+def tta_predictions(model, images: np.ndarray, *, copies: int = 10, seed: int = 0) -> dict:
+    """A model's predictions for a TTA study: ``plain`` probabilities (N, 7), the ``random``
+    copies (``copies``, N, 7) and the ``deterministic`` mean over all views (N, 7)."""
+    return {"plain": predict_proba(model, images),
+            "random": tta_copies(model, images, copies, mode="random", seed=seed),
+            "deterministic": tta_predict(model, images, len(DETERMINISTIC_VIEWS), mode="deterministic")}
 
 
 def accuracy_by_copies(copies: np.ndarray, labels: np.ndarray) -> np.ndarray:

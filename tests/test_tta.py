@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from fer_utils import CLASSES, DataError, scoring
+from fer_utils import CLASSES, DataError, prediction_cache, scoring
 from fer_utils.data import load_dataset
 from fer_utils.prediction_cache import cached_predictions, prediction_key
 from fer_utils.prepare import prepare
@@ -161,9 +161,12 @@ def test_paired_differences_compare_models_on_the_same_images(model):
 
 
 def test_stored_predictions_are_read_back_without_loading_the_model(model_path, synthetic_zip, tmp_path, monkeypatch):
-    prepared, cache = prepare(load_dataset(synthetic_zip)), tmp_path / "cache"
+    prepared, cache, loads = prepare(load_dataset(synthetic_zip)), tmp_path / "cache", []
+    load_model = scoring.load_model
+    monkeypatch.setattr(scoring, "load_model", lambda path: loads.append(path) or load_model(path))
     first = tta_studies({"m": model_path}, prepared, ["PublicTest", "PrivateTest"], cache=cache, n=2, max_copies=3)
-    assert len(list(cache.glob("*.npz"))) == 2 and not list(cache.glob("*.part.npz"))
+    assert loads == [model_path]  # once for both usages
+    assert len(list(cache.glob("*.npz"))) == 2 and not list(cache.glob("*.part"))
     monkeypatch.setattr(scoring, "load_model", lambda path: pytest.fail(f"{path} loaded although stored"))
     again = tta_studies({"m": model_path}, prepared, ["PublicTest", "PrivateTest"], cache=cache, n=2, max_copies=3)
     for usage in ("PublicTest", "PrivateTest"):
@@ -173,24 +176,59 @@ def test_stored_predictions_are_read_back_without_loading_the_model(model_path, 
             assert again["m"][usage][variant]["accuracy"] == first["m"][usage][variant]["accuracy"]
 
 
-def test_the_prediction_key_changes_with_the_model_the_images_and_the_options(model_path, tmp_path):
-    key = prediction_key(model_path, IMAGES, n=2, max_copies=2, seed=0)
-    assert key == prediction_key(model_path, IMAGES.copy(), n=2, max_copies=2, seed=0) and len(key) == 64
+def test_the_prediction_key_changes_with_the_model_the_images_and_the_options(model_path, tmp_path, monkeypatch):
+    key = prediction_key(model_path, IMAGES, copies=2, seed=0)
+    assert key == prediction_key(model_path, IMAGES.copy(), copies=2, seed=0) and len(key) == 64
     other = tmp_path / "other.keras"
     other.write_bytes(model_path.read_bytes() + b"\0")
-    assert len({key, prediction_key(other, IMAGES, n=2, max_copies=2, seed=0),
-                prediction_key(model_path, IMAGES[::-1], n=2, max_copies=2, seed=0),
-                prediction_key(model_path, IMAGES[:, :, :47], n=2, max_copies=2, seed=0),
-                prediction_key(model_path, IMAGES, n=3, max_copies=2, seed=0),
-                prediction_key(model_path, IMAGES, n=2, max_copies=2, seed=1)}) == 6
+    keys = {key, prediction_key(other, IMAGES, copies=2, seed=0),
+            prediction_key(model_path, IMAGES[::-1], copies=2, seed=0),
+            prediction_key(model_path, IMAGES[:, :, :47], copies=2, seed=0),
+            prediction_key(model_path, IMAGES, copies=3, seed=0),
+            prediction_key(model_path, IMAGES, copies=2, seed=1)}
+    monkeypatch.setattr(prediction_cache, "SEED_AUGMENTATION", {**prediction_cache.SEED_AUGMENTATION, "zoom": 0.2})
+    keys.add(prediction_key(model_path, IMAGES, copies=2, seed=0))
+    assert len(keys) == 7
+    with pytest.raises(DataError, match="missing.keras: model file not found"):
+        prediction_key(tmp_path / "missing.keras", IMAGES)
 
 
-def test_an_unreadable_stored_prediction_is_named_and_kept(tmp_path):
+def _truncated(path):
+    np.savez_compressed(path, key="a" * 64, plain=np.zeros((2, 7)), random=np.zeros((1, 2, 7)),
+                        deterministic=np.zeros((2, 7)))
+    path.write_bytes(path.read_bytes()[:-40])
+
+
+def _npy(path):
+    with open(path, "wb") as file:  # a file object: np.save keeps the name
+        np.save(file, np.zeros(3))
+
+
+def _without_deterministic(path):
+    np.savez_compressed(path, key="a" * 64, plain=np.zeros((2, 7)), random=np.zeros((1, 2, 7)))
+
+
+@pytest.mark.parametrize("damage", [lambda p: p.write_bytes(b""), lambda p: p.write_bytes(b"not an npz archive"),
+                                    _npy, _truncated, _without_deterministic],
+                         ids=["empty", "text", "npy", "truncated", "array missing"])
+def test_an_unreadable_stored_prediction_is_named_and_kept(tmp_path, damage):
     stored = tmp_path / f"{'a' * 32}.npz"
-    stored.write_bytes(b"not an npz archive")
+    damage(stored)
+    before = stored.read_bytes()
     with pytest.raises(DataError, match=rf"{stored.name}: stored predictions unreadable .*delete the file"):
         cached_predictions(tmp_path, "a" * 64, lambda: pytest.fail("predicted although stored"))
-    assert stored.read_bytes() == b"not an npz archive"
+    assert stored.read_bytes() == before
+
+
+def test_a_stored_prediction_of_another_key_and_bad_arrays_are_refused(tmp_path):
+    arrays = {"plain": np.zeros((2, 7)), "random": np.zeros((1, 2, 7)), "deterministic": np.zeros((2, 7))}
+    cached_predictions(tmp_path, "a" * 64, lambda: arrays)
+    assert [p.name for p in tmp_path.iterdir()] == [f"{'a' * 32}.npz"]
+    with pytest.raises(DataError, match=r"stored under another key \(aaaaaaaaaaaa\.\.\., not aaaaaaaaaaaa"):
+        cached_predictions(tmp_path, "a" * 32 + "b" * 32, lambda: pytest.fail("predicted although stored"))
     with pytest.raises(ValueError, match="lack deterministic, random"):
-        cached_predictions(tmp_path, "b" * 64, lambda: {"plain": np.zeros((2, 7))})
-    assert not list(tmp_path.glob("b*"))
+        cached_predictions(tmp_path, "c" * 64, lambda: {"plain": np.zeros((2, 7))})
+    assert not list(tmp_path.glob("c*"))
+    expected = r"predictions of 2 images with 3 random copies expected; got .*random \(1, 2, 7\)"
+    with pytest.raises(ValueError, match=expected):
+        tta_study(None, IMAGES[:2], np.array([0, 1]), n=2, max_copies=3, predictions=arrays)
